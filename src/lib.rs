@@ -1,0 +1,38 @@
+//! Receive [AISoule](https://aisoule.com) WhatsApp webhooks safely: verify the signature, parse
+//! either payload dialect into one typed model, and handle every event exactly once.
+//!
+//! # Verifying a delivery
+//!
+//! ```
+//! use aisoule_webhooks::{sign, Verifier, WebhookSecret};
+//! use http::HeaderMap;
+//!
+//! let secret = WebhookSecret::new("whsec_3f9a1c0e7b5d2468ace0")?;
+//! let verifier = Verifier::new(secret.clone());
+//!
+//! // What the platform sends: the raw body and its HMAC-SHA256 in a header.
+//! let body = br#"{"event":"message.incoming","data":{"message_id":"wamid.1","from":"+919876543210","type":"text","text":"Hi"}}"#;
+//! let mut headers = HeaderMap::new();
+//! headers.insert("x-webhook-signature", sign(&secret, body).to_hex().parse()?);
+//!
+//! let verified = verifier.verify(&headers, body)?;
+//! assert_eq!(verified.secret_label(), "default");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | *(none)* | yes | the verifier, with no web framework |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod error;
+pub mod secret;
+pub mod verify;
+
+pub use error::{SecretError, VerifyError};
+pub use secret::WebhookSecret;
+pub use verify::{
+    AISOULE_SIGNATURE, BodyLimit, Signature, Verified, Verifier, WEBHOOK_SIGNATURE, sign,
+};

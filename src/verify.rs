@@ -1,0 +1,380 @@
+//! Signature verification: HMAC-SHA256 over the raw body, compared in constant time.
+//!
+//! AISoule signs the exact bytes it sends with HMAC-SHA256, keyed with the UTF-8 bytes of the
+//! dashboard secret, and writes the 64 hex digits into `X-Webhook-Signature` (help pages) or
+//! `X-AISoule-Signature` (developer page), with or without a `sha256=` prefix.
+//!
+//! Accepted header values, after trimming surrounding spaces and tabs: 64 hex digits in either
+//! case, optionally preceded by `sha256=` (the prefix itself is matched case-insensitively).
+//! Everything else is rejected with a [`VerifyError`] that says why.
+
+use std::fmt;
+use std::sync::Arc;
+
+use hmac::{Hmac, KeyInit, Mac};
+use http::{HeaderMap, HeaderName};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::error::VerifyError;
+use crate::secret::WebhookSecret;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// `X-Webhook-Signature`: the header the help pages document (plain hex).
+pub const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
+/// `X-AISoule-Signature`: the header the developer page documents (`sha256=<hex>`).
+pub const AISOULE_SIGNATURE: HeaderName = HeaderName::from_static("x-aisoule-signature");
+
+/// Length of an HMAC-SHA256 tag in bytes.
+const TAG_LEN: usize = 32;
+const PREFIX: &[u8] = b"sha256=";
+const DOCS_PLACEHOLDER: &[u8] = b"MOCK_SIGNATURE";
+
+/// The largest request body the integrations read.
+///
+/// Defaults to 1 MiB, far above any documented payload (they are under 1 KiB) and small enough
+/// that a flood of oversized bodies cannot exhaust memory.
+///
+/// ```
+/// use aisoule_webhooks::BodyLimit;
+///
+/// assert_eq!(BodyLimit::default().get(), 1024 * 1024);
+/// assert_eq!(BodyLimit::bytes(64 * 1024).get(), 65_536);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BodyLimit(usize);
+
+impl BodyLimit {
+    /// 1 MiB.
+    pub const DEFAULT: Self = Self(1024 * 1024);
+
+    /// A limit of `bytes` bytes.
+    pub const fn bytes(bytes: usize) -> Self {
+        Self(bytes)
+    }
+
+    /// The limit in bytes.
+    pub const fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// An HMAC-SHA256 signature of a body, as AISoule computes it.
+///
+/// Made by [`sign`]; gives the header value in both of the forms the platform uses.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature([u8; TAG_LEN]);
+
+impl Signature {
+    /// The 64 lowercase hex digits, as sent in `X-Webhook-Signature`.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// `sha256=` followed by the 64 hex digits, as sent in `X-AISoule-Signature`.
+    pub fn to_prefixed(&self) -> String {
+        format!("sha256={}", self.to_hex())
+    }
+
+    /// The 32 raw tag bytes.
+    pub fn as_bytes(&self) -> &[u8; TAG_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Enough to tell two signatures apart in a test failure, not enough to replay one.
+        write!(f, "Signature({}…)", &self.to_hex()[..8])
+    }
+}
+
+/// Signs `body` the way AISoule does.
+///
+/// Use it in tests and in local tools that play the platform's part.
+///
+/// ```
+/// use aisoule_webhooks::{sign, Verifier, WebhookSecret};
+///
+/// let secret = WebhookSecret::new("whsec_test")?;
+/// let body = br#"{"event":"message.incoming","data":{"message_id":"wamid.1"}}"#;
+/// let signature = sign(&secret, body);
+/// assert_eq!(signature.to_prefixed(), format!("sha256={}", signature.to_hex()));
+///
+/// let verifier = Verifier::new(secret);
+/// assert!(verifier.verify_value(signature.to_hex().as_bytes(), body).is_ok());
+/// # Ok::<(), aisoule_webhooks::SecretError>(())
+/// ```
+pub fn sign(secret: &WebhookSecret, body: &[u8]) -> Signature {
+    let mac = keyed_mac(secret);
+    Signature(tag(&mac, body))
+}
+
+fn keyed_mac(secret: &WebhookSecret) -> HmacSha256 {
+    // HMAC accepts keys of any length (long keys are hashed first), so this cannot fail.
+    <HmacSha256 as KeyInit>::new_from_slice(secret.expose_bytes())
+        .expect("HMAC-SHA256 accepts keys of any length")
+}
+
+fn tag(keyed: &HmacSha256, body: &[u8]) -> [u8; TAG_LEN] {
+    let mut mac = keyed.clone();
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
+/// A successful verification: which secret matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    label: Arc<str>,
+}
+
+impl Verified {
+    /// The label of the secret that matched. During a rotation, once the old label stops
+    /// appearing, the old secret can be removed.
+    pub fn secret_label(&self) -> &str {
+        &self.label
+    }
+}
+
+struct KeyedSecret {
+    label: Arc<str>,
+    /// The HMAC state after absorbing the key's inner and outer pad blocks, so that a
+    /// verification only hashes the body and never redoes the key schedule.
+    mac: HmacSha256,
+}
+
+/// Verifies AISoule signatures against one or more secrets.
+///
+/// Build it once at start-up and share it (it is `Send + Sync`, and cheap to clone).
+///
+/// ```
+/// use aisoule_webhooks::{sign, Verifier, WebhookSecret};
+/// use http::HeaderMap;
+///
+/// let current = WebhookSecret::new("whsec_new")?;
+/// let previous = WebhookSecret::new("whsec_old")?;
+/// let verifier = Verifier::with_label("2026-11", current)
+///     .and_secret("2026-05", previous.clone());
+///
+/// let body = br#"{"event":"message.read","data":{"message_id":"m1"}}"#;
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-aisoule-signature", sign(&previous, body).to_prefixed().parse()?);
+///
+/// let verified = verifier.verify(&headers, body)?;
+/// assert_eq!(verified.secret_label(), "2026-05"); // the old secret is still in use
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Security
+///
+/// * The tag is recomputed over the raw body bytes and compared over all 32 bytes in constant
+///   time; header strings are never compared, and shortened tags are never accepted.
+/// * `Debug` shows the labels only.
+#[derive(Clone)]
+pub struct Verifier {
+    secrets: Arc<[KeyedSecret]>,
+}
+
+impl Clone for KeyedSecret {
+    fn clone(&self) -> Self {
+        Self {
+            label: Arc::clone(&self.label),
+            mac: self.mac.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let labels: Vec<&str> = self.secrets.iter().map(|s| &*s.label).collect();
+        f.debug_struct("Verifier")
+            .field("secret_labels", &labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier for one secret, labelled `"default"`.
+    pub fn new(secret: WebhookSecret) -> Self {
+        Self::with_label("default", secret)
+    }
+
+    /// A verifier for one secret with the given label.
+    pub fn with_label(label: impl Into<String>, secret: WebhookSecret) -> Self {
+        Self {
+            secrets: Arc::from([KeyedSecret::new(label.into(), &secret)]),
+        }
+    }
+
+    /// Also accepts `secret`, reported as `label` when it matches. Secrets are tried in the
+    /// order they were added, so add the current one first.
+    pub fn and_secret(self, label: impl Into<String>, secret: WebhookSecret) -> Self {
+        let mut secrets: Vec<KeyedSecret> = self.secrets.iter().cloned().collect();
+        secrets.push(KeyedSecret::new(label.into(), &secret));
+        Self {
+            secrets: secrets.into(),
+        }
+    }
+
+    /// The labels of the configured secrets, in the order they are tried.
+    pub fn secret_labels(&self) -> impl Iterator<Item = &str> {
+        self.secrets.iter().map(|s| &*s.label)
+    }
+
+    /// Verifies a delivery from its headers and raw body.
+    ///
+    /// Reads every `X-Webhook-Signature` and `X-AISoule-Signature` value (names are
+    /// case-insensitive). Several values are fine when they carry the same digest.
+    ///
+    /// # Errors
+    ///
+    /// * [`VerifyError::Missing`] when neither header is present.
+    /// * A malformed-value variant (see [`VerifyError::is_malformed`]) when any value is
+    ///   unreadable.
+    /// * [`VerifyError::Ambiguous`] when the values carry different digests.
+    /// * [`VerifyError::Mismatch`] when the digest matches no configured secret.
+    ///
+    /// # Security
+    ///
+    /// Pass the body exactly as received, before any JSON parsing or re-encoding: a
+    /// re-serialised body has different bytes and fails, as it should.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
+        let values = headers
+            .get_all(WEBHOOK_SIGNATURE)
+            .into_iter()
+            .chain(headers.get_all(AISOULE_SIGNATURE))
+            .map(|value| value.as_bytes());
+        self.verify_values(values, body)
+    }
+
+    /// Verifies a body against the raw values of every signature header a request carried.
+    ///
+    /// This is the form framework integrations use when their header map is not
+    /// `http::HeaderMap`; [`Verifier::verify`] has the same rules.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Verifier::verify`].
+    ///
+    /// # Security
+    ///
+    /// As for [`Verifier::verify`].
+    pub fn verify_values<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a [u8]>,
+        body: &[u8],
+    ) -> Result<Verified, VerifyError> {
+        let mut digests: [Option<[u8; TAG_LEN]>; 2] = [None, None];
+        let mut distinct = 0usize;
+        for value in values {
+            let digest = parse_signature(value)?;
+            // Digests are public inputs from the request, so comparing them with each other
+            // leaks nothing about the secret.
+            if digests.iter().flatten().any(|seen| *seen == digest) {
+                continue;
+            }
+            distinct += 1;
+            if let Some(slot) = digests.iter_mut().find(|slot| slot.is_none()) {
+                *slot = Some(digest);
+            }
+        }
+        match (distinct, digests[0]) {
+            (0, _) | (_, None) => Err(VerifyError::Missing),
+            (1, Some(digest)) => self.verify_digest(&digest, body),
+            (count, Some(_)) => Err(VerifyError::Ambiguous { count }),
+        }
+    }
+
+    /// Verifies a body against one signature header value.
+    ///
+    /// # Errors
+    ///
+    /// A malformed-value variant when the value is unreadable, or [`VerifyError::Mismatch`].
+    ///
+    /// # Security
+    ///
+    /// As for [`Verifier::verify`].
+    pub fn verify_value(&self, value: &[u8], body: &[u8]) -> Result<Verified, VerifyError> {
+        let digest = parse_signature(value)?;
+        self.verify_digest(&digest, body)
+    }
+
+    fn verify_digest(&self, digest: &[u8; TAG_LEN], body: &[u8]) -> Result<Verified, VerifyError> {
+        for secret in self.secrets.iter() {
+            let expected = tag(&secret.mac, body);
+            if bool::from(expected.ct_eq(digest)) {
+                return Ok(Verified {
+                    label: Arc::clone(&secret.label),
+                });
+            }
+        }
+        Err(VerifyError::Mismatch)
+    }
+}
+
+impl KeyedSecret {
+    fn new(label: String, secret: &WebhookSecret) -> Self {
+        Self {
+            label: label.into(),
+            mac: keyed_mac(secret),
+        }
+    }
+}
+
+/// Reads one header value into a 32-byte digest, or says precisely what is wrong with it.
+fn parse_signature(value: &[u8]) -> Result<[u8; TAG_LEN], VerifyError> {
+    let value = value.trim_ascii();
+    if value.is_empty() {
+        return Err(VerifyError::Empty);
+    }
+    let digest = match value.iter().position(|&b| b == b'=') {
+        Some(eq) => {
+            let (prefix, rest) = (&value[..eq], &value[eq + 1..]);
+            if !prefix.eq_ignore_ascii_case(&PREFIX[..PREFIX.len() - 1]) {
+                return Err(unsupported_or_not_hex(prefix));
+            }
+            if rest.is_empty() {
+                return Err(VerifyError::PrefixOnly);
+            }
+            rest
+        }
+        None => value,
+    };
+    if digest == DOCS_PLACEHOLDER {
+        return Err(VerifyError::Placeholder);
+    }
+    if let Some(position) = digest.iter().position(|b| !b.is_ascii_hexdigit()) {
+        return Err(VerifyError::NotHex { position });
+    }
+    let mut bytes = [0u8; TAG_LEN];
+    hex::decode_to_slice(digest, &mut bytes).map_err(|_| VerifyError::WrongLength {
+        digits: digest.len(),
+    })?;
+    Ok(bytes)
+}
+
+/// `sha1=…` names an algorithm; `zz!=…` is just garbage.
+fn unsupported_or_not_hex(prefix: &[u8]) -> VerifyError {
+    let looks_like_algorithm = !prefix.is_empty()
+        && prefix.len() <= 16
+        && prefix
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+    if looks_like_algorithm {
+        let algorithm = String::from_utf8_lossy(prefix).to_ascii_lowercase();
+        VerifyError::UnsupportedAlgorithm { algorithm }
+    } else {
+        let position = prefix
+            .iter()
+            .position(|b| !b.is_ascii_hexdigit())
+            .unwrap_or(prefix.len());
+        VerifyError::NotHex { position }
+    }
+}

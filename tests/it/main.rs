@@ -1,0 +1,4 @@
+//! The crate's one integration test binary; each module covers one concern.
+
+mod support;
+mod verify;

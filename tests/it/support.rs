@@ -1,0 +1,32 @@
+//! Fixture loading shared by the test modules.
+
+use std::path::PathBuf;
+
+/// The absolute path of a file under `tests/fixtures/`.
+pub(crate) fn fixture_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
+
+/// The bytes of a file under `tests/fixtures/`.
+pub(crate) fn fixture(relative: &str) -> Vec<u8> {
+    let path = fixture_path(relative);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// Every `.json` file directly under a fixtures folder, sorted, as `(file name, bytes)`.
+pub(crate) fn fixtures_in(folder: &str) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(fixture_path(folder))
+        .expect("fixture folder exists")
+        .map(|entry| entry.expect("readable entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&path).unwrap())
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {folder}");
+    files
+}
