@@ -90,3 +90,42 @@ impl VerifyError {
         )
     }
 }
+
+/// A body is not an AISoule event at all.
+///
+/// Only input that cannot be dispatched is an error: a known event whose `data` has an
+/// unexpected shape still parses, as [`Payload::Unrecognized`](crate::event::Payload::Unrecognized),
+/// because an error would make the platform retry a payload that can never succeed. Every
+/// message names the JSON path it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The body is not JSON (or not UTF-8, or nested too deeply to parse safely).
+    #[error("$: the body is not JSON: {reason}")]
+    NotJson {
+        /// What the JSON parser reported, with its line and column.
+        reason: String,
+    },
+    /// The body is JSON, but not an object.
+    #[error("$: expected a JSON object, found {found}")]
+    NotAnObject {
+        /// The JSON type found instead (`array`, `string`, …).
+        found: &'static str,
+    },
+    /// The object has no `event` key.
+    #[error("$.event: missing; every AISoule delivery names its event")]
+    MissingEvent,
+    /// The `event` key holds something other than a string.
+    #[error("$.event: expected a string, found {found}")]
+    EventNotString {
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// A key that decides dispatch or deduplication appears twice, so two JSON parsers could
+    /// disagree about what this delivery is.
+    #[error("{path}: the key appears more than once")]
+    DuplicateKey {
+        /// The JSON path of the repeated key: `$.event` or `$.data.message_id`.
+        path: &'static str,
+    },
+}

@@ -28,10 +28,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod error;
+pub mod event;
 pub mod secret;
 pub mod verify;
 
-pub use error::{SecretError, VerifyError};
+pub use error::{ParseError, SecretError, VerifyError};
+pub use event::{Event, EventKind, Payload};
 pub use secret::WebhookSecret;
 pub use verify::{
     AISOULE_SIGNATURE, BodyLimit, Signature, Verified, Verifier, WEBHOOK_SIGNATURE, sign,

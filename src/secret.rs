@@ -31,6 +31,13 @@ use crate::error::SecretError;
 /// let secret = aisoule_webhooks::WebhookSecret::new("whsec_x").unwrap();
 /// println!("{secret}");
 /// ```
+///
+/// Nor serialized:
+///
+/// ```compile_fail
+/// fn needs_serialize<T: serde::Serialize>() {}
+/// needs_serialize::<aisoule_webhooks::WebhookSecret>();
+/// ```
 #[derive(Clone)]
 pub struct WebhookSecret {
     bytes: Zeroizing<Vec<u8>>,
