@@ -129,3 +129,61 @@ pub enum ParseError {
         path: &'static str,
     },
 }
+
+/// The idempotency store could not answer.
+///
+/// The integrations answer these with 503 and `Retry-After`, so the platform retries the
+/// delivery later instead of losing it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DedupError {
+    /// The store could not be reached or timed out.
+    #[error("the idempotency store is unavailable: {reason}")]
+    Unavailable {
+        /// What the store client reported.
+        reason: String,
+    },
+    /// The store answered something this crate does not understand.
+    #[error("the idempotency store answered unexpectedly: {reason}")]
+    UnexpectedReply {
+        /// What was wrong with the answer.
+        reason: String,
+    },
+    /// A commit came after the claim's lease had expired and another delivery had taken or
+    /// completed the key, so the event may have been handled twice.
+    #[error("the claim on `{key}` was lost: its lease expired and another delivery took the key")]
+    LeaseLost {
+        /// The key whose claim was lost.
+        key: String,
+    },
+}
+
+/// A configuration that would break a guarantee, refused when it is built.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A dedup namespace contains `:`, the key separator, so two webhooks' keys could collide.
+    #[error("the dedup namespace {namespace:?} contains `:`, which separates the parts of a key")]
+    NamespaceHasSeparator {
+        /// The namespace given.
+        namespace: String,
+    },
+    /// The dedup TTL is shorter than the replay tolerance, so a replay could arrive after its
+    /// key was forgotten yet before it counts as stale.
+    #[error(
+        "the dedup TTL ({ttl_secs} s) is shorter than the replay tolerance ({tolerance_secs} s); \
+         a replay in between would be handled twice"
+    )]
+    TtlShorterThanTolerance {
+        /// The dedup TTL in seconds.
+        ttl_secs: u64,
+        /// The replay tolerance in seconds.
+        tolerance_secs: u64,
+    },
+    /// A duration that must be positive is zero.
+    #[error("{setting} must be longer than zero")]
+    ZeroDuration {
+        /// Which setting.
+        setting: &'static str,
+    },
+}

@@ -24,15 +24,19 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | *(none)* | yes | the verifier, with no web framework |
+//! | *(none)* | yes | the verifier, the event model and the in-memory deduplicator, with no web framework |
+//! | `redis` | no | [`dedup::redis::RedisStore`], for receivers that run several replicas |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod clock;
+pub mod dedup;
 pub mod error;
 pub mod event;
 pub mod secret;
 pub mod verify;
 
-pub use error::{ParseError, SecretError, VerifyError};
+pub use dedup::{Claim, Deduplicator, MemoryStore};
+pub use error::{ConfigError, DedupError, ParseError, SecretError, VerifyError};
 pub use event::{Event, EventKind, Payload};
 pub use secret::WebhookSecret;
 pub use verify::{

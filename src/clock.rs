@@ -1,0 +1,71 @@
+//! Time, injectable so that tests never sleep and never depend on today's date.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// A source of the current time.
+///
+/// The replay window and the in-memory store read the time through this trait, so tests can
+/// move time forward instead of sleeping.
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's wall clock. The default everywhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that stands still until told to move, for tests.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use aisoule_webhooks::clock::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_780_369_298));
+/// clock.advance(Duration::from_secs(10));
+/// assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_secs(1_780_369_308));
+/// ```
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<SystemTime>,
+}
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: SystemTime) -> Self {
+        Self {
+            now: Mutex::new(start),
+        }
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        *now += by;
+    }
+
+    /// Sets the clock to `to`, forward or back.
+    pub fn set(&self, to: SystemTime) {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner()) = to;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<C: Clock> Clock for std::sync::Arc<C> {
+    fn now(&self) -> SystemTime {
+        (**self).now()
+    }
+}

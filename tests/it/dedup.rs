@@ -1,0 +1,581 @@
+//! One behavioural suite for the idempotency protocol, run against both stores.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aisoule_webhooks::clock::ManualClock;
+use aisoule_webhooks::dedup::{
+    Claim, ClaimGuard, ClaimToken, DedupKey, Deduplicator, IdempotencyStore, MemoryStore,
+    StoreClaim, StoreFuture,
+};
+use aisoule_webhooks::{ConfigError, DedupError, Event};
+use proptest::prelude::*;
+
+#[cfg(feature = "redis")]
+use crate::redis_server::RedisServer;
+
+/// A store under test, and a way to move its time forward.
+enum Backend {
+    Memory {
+        clock: Arc<ManualClock>,
+        store: Arc<MemoryStore>,
+    },
+    #[cfg(feature = "redis")]
+    Redis {
+        server: RedisServer,
+        store: Arc<dyn IdempotencyStore>,
+    },
+}
+
+#[cfg(feature = "redis")]
+/// Redis expires keys on its own clock, so its tests use short leases and real waiting.
+const REDIS_LEASE: Duration = Duration::from_millis(400);
+#[cfg(feature = "redis")]
+const REDIS_TTL: Duration = Duration::from_millis(800);
+
+impl Backend {
+    fn memory() -> Self {
+        let clock = Arc::new(ManualClock::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000),
+        ));
+        let store = Arc::new(MemoryStore::new().with_clock(clock.clone()));
+        Self::Memory { clock, store }
+    }
+
+    #[cfg(feature = "redis")]
+    async fn redis() -> Option<Self> {
+        let server = RedisServer::start()?;
+        let store = aisoule_webhooks::dedup::redis::RedisStore::connect(&server.url())
+            .await
+            .expect("connects to the test server");
+        Some(Self::Redis {
+            server,
+            store: Arc::new(store),
+        })
+    }
+
+    fn store(&self) -> Arc<dyn IdempotencyStore> {
+        match self {
+            Self::Memory { store, .. } => store.clone(),
+            #[cfg(feature = "redis")]
+            Self::Redis { store, .. } => store.clone(),
+        }
+    }
+
+    /// A deduplicator whose lease and TTL suit this backend's way of passing time.
+    fn dedup(&self) -> Deduplicator {
+        let dedup = Deduplicator::from_arc(self.store());
+        match self {
+            Self::Memory { .. } => dedup,
+            #[cfg(feature = "redis")]
+            Self::Redis { .. } => dedup
+                .with_lease(REDIS_LEASE)
+                .unwrap()
+                .with_ttl(REDIS_TTL)
+                .unwrap(),
+        }
+    }
+
+    async fn advance(&self, by: Duration) {
+        match self {
+            Self::Memory { clock, .. } => clock.advance(by),
+            #[cfg(feature = "redis")]
+            Self::Redis { .. } => tokio::time::sleep(by).await,
+        }
+    }
+
+    async fn past_lease(&self) {
+        match self {
+            Self::Memory { .. } => {
+                self.advance(Deduplicator::DEFAULT_LEASE + Duration::from_secs(1))
+                    .await
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis { .. } => self.advance(REDIS_LEASE + Duration::from_millis(250)).await,
+        }
+    }
+
+    async fn past_ttl(&self) {
+        match self {
+            Self::Memory { .. } => {
+                self.advance(Deduplicator::DEFAULT_TTL + Duration::from_secs(1))
+                    .await
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis { .. } => self.advance(REDIS_TTL + Duration::from_millis(250)).await,
+        }
+    }
+}
+
+fn event(kind: &str, message_id: &str) -> Event {
+    let body =
+        format!(r#"{{"event":"{kind}","data":{{"message_id":"{message_id}","status":"x"}}}}"#);
+    Event::parse(body.as_bytes()).unwrap()
+}
+
+fn fresh(claim: Claim) -> ClaimGuard {
+    match claim {
+        Claim::Fresh(guard) => guard,
+        other => panic!("expected a fresh claim, got {other:?}"),
+    }
+}
+
+/// Dropping a guard releases on a spawned task for Redis; wait (boundedly) until it has.
+async fn claim_when_released(dedup: &Deduplicator, event: &Event) -> Claim {
+    for _ in 0..100 {
+        match dedup.claim(event).await.unwrap() {
+            Claim::InFlight => tokio::time::sleep(Duration::from_millis(10)).await,
+            other => return other,
+        }
+    }
+    panic!("the key was never released");
+}
+
+async fn fresh_then_in_flight_then_duplicate(backend: Backend) {
+    let dedup = backend.dedup();
+    let e = event("message.incoming", "wamid.1");
+    let guard = fresh(dedup.claim(&e).await.unwrap());
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::InFlight));
+    guard.commit().await.unwrap();
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
+}
+
+async fn release_on_failure_lets_the_retry_through(backend: Backend) {
+    let dedup = backend.dedup();
+    let e = event("message.incoming", "wamid.2");
+    fresh(dedup.claim(&e).await.unwrap())
+        .release()
+        .await
+        .unwrap();
+    let retry = fresh(dedup.claim(&e).await.unwrap());
+    retry.commit().await.unwrap();
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
+}
+
+async fn drop_without_commit_releases(backend: Backend) {
+    let dedup = backend.dedup();
+    let e = event("message.incoming", "wamid.3");
+    drop(fresh(dedup.claim(&e).await.unwrap()));
+    fresh(claim_when_released(&dedup, &e).await)
+        .commit()
+        .await
+        .unwrap();
+
+    // A handler that panics drops its guard while unwinding.
+    let dedup2 = dedup.clone();
+    let e2 = event("message.sent", "wamid.3");
+    let handler = tokio::spawn(async move {
+        let _guard = fresh(dedup2.claim(&e2).await.unwrap());
+        panic!("handler failed");
+    });
+    assert!(handler.await.unwrap_err().is_panic());
+    assert!(matches!(
+        claim_when_released(&dedup, &event("message.sent", "wamid.3")).await,
+        Claim::Fresh(_)
+    ));
+}
+
+async fn an_expired_lease_frees_the_key_and_the_stale_owner_cannot_commit(backend: Backend) {
+    let dedup = backend.dedup();
+    let e = event("message.incoming", "wamid.4");
+    let crashed = fresh(dedup.claim(&e).await.unwrap());
+    backend.past_lease().await;
+    let retry = fresh(dedup.claim(&e).await.unwrap());
+    assert!(matches!(
+        crashed.commit().await,
+        Err(DedupError::LeaseLost { .. })
+    ));
+    retry.commit().await.unwrap();
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
+}
+
+async fn completed_keys_are_forgotten_after_the_ttl(backend: Backend) {
+    let dedup = backend.dedup();
+    let e = event("message.read", "wamid.5");
+    fresh(dedup.claim(&e).await.unwrap())
+        .commit()
+        .await
+        .unwrap();
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
+    backend.past_ttl().await;
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Fresh(_)));
+}
+
+async fn namespaces_are_kept_apart(backend: Backend) {
+    let crm = backend.dedup().with_namespace("crm").unwrap();
+    let billing = backend.dedup().with_namespace("billing").unwrap();
+    let e = event("message.incoming", "wamid.6");
+    fresh(crm.claim(&e).await.unwrap()).commit().await.unwrap();
+    fresh(billing.claim(&e).await.unwrap())
+        .commit()
+        .await
+        .unwrap();
+    assert!(matches!(crm.claim(&e).await.unwrap(), Claim::Duplicate));
+    assert_ne!(crm.key_for(&e), billing.key_for(&e));
+}
+
+async fn statuses_sharing_a_message_id_are_distinct_events(backend: Backend) {
+    let dedup = backend.dedup();
+    let delivered = event("message.delivered", "msg_90a82b7194689c1");
+    let read = event("message.read", "msg_90a82b7194689c1");
+    fresh(dedup.claim(&delivered).await.unwrap())
+        .commit()
+        .await
+        .unwrap();
+    fresh(dedup.claim(&read).await.unwrap())
+        .commit()
+        .await
+        .unwrap();
+    assert!(matches!(
+        dedup.claim(&delivered).await.unwrap(),
+        Claim::Duplicate
+    ));
+}
+
+async fn hundred_concurrent_claims_give_exactly_one_fresh(backend: Backend) {
+    let dedup = backend.dedup();
+    let e = Arc::new(event("message.incoming", "wamid.7"));
+    let barrier = Arc::new(tokio::sync::Barrier::new(100));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (dedup, e, barrier) = (dedup.clone(), e.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                match dedup.claim(&e).await.unwrap() {
+                    // Keep the winner's claim held until every task has answered.
+                    Claim::Fresh(guard) => Some(guard),
+                    Claim::InFlight => None,
+                    Claim::Duplicate => panic!("nothing was committed"),
+                }
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        winners.extend(task.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1);
+}
+
+macro_rules! both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::memory()).await;
+                }
+            )*
+        }
+        #[cfg(feature = "redis")]
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(backend) = super::Backend::redis().await {
+                        super::$case(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+both_stores!(
+    fresh_then_in_flight_then_duplicate,
+    release_on_failure_lets_the_retry_through,
+    drop_without_commit_releases,
+    an_expired_lease_frees_the_key_and_the_stale_owner_cannot_commit,
+    completed_keys_are_forgotten_after_the_ttl,
+    namespaces_are_kept_apart,
+    statuses_sharing_a_message_id_are_distinct_events,
+    hundred_concurrent_claims_give_exactly_one_fresh,
+);
+
+#[tokio::test]
+async fn the_memory_store_never_grows_past_its_capacity_and_counts_evictions() {
+    let store = Arc::new(MemoryStore::with_capacity(NonZeroUsize::new(64).unwrap()));
+    let dedup = Deduplicator::from_arc(store.clone());
+    for i in 0..1_000 {
+        let guard = fresh(
+            dedup
+                .claim(&event("message.incoming", &format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+        guard.commit().await.unwrap();
+        assert!(store.len() <= 64);
+    }
+    assert_eq!(store.capacity(), 64);
+    assert_eq!(store.evictions(), 1_000 - store.len() as u64);
+    assert!(store.evictions() >= 1_000 - 64);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_errors_while_the_server_is_down_and_recovers_after() {
+    let Some(Backend::Redis { mut server, store }) = Backend::redis().await else {
+        return;
+    };
+    let dedup = Deduplicator::from_arc(store);
+    let e = event("message.incoming", "wamid.kill");
+    let held = fresh(dedup.claim(&e).await.unwrap());
+
+    server.kill();
+    let down = dedup.claim(&event("message.incoming", "wamid.other")).await;
+    assert!(
+        matches!(down, Err(DedupError::Unavailable { .. })),
+        "{down:?}"
+    );
+    assert!(held.commit().await.is_err());
+
+    server.restart(); // a fresh, empty server on the same port
+    let mut recovered = None;
+    for _ in 0..100 {
+        match dedup.claim(&e).await {
+            Ok(claim) => {
+                recovered = Some(claim);
+                break;
+            }
+            Err(DedupError::Unavailable { .. }) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(
+        matches!(recovered, Some(Claim::Fresh(_))),
+        "the store works again once the server is back"
+    );
+}
+
+/// A store that is always down.
+#[derive(Debug)]
+struct DownStore;
+
+impl IdempotencyStore for DownStore {
+    fn claim<'a>(&'a self, _: &'a DedupKey, _: Duration) -> StoreFuture<'a, StoreClaim> {
+        Box::pin(async {
+            Err(DedupError::Unavailable {
+                reason: "down".into(),
+            })
+        })
+    }
+    fn commit<'a>(&'a self, _: &'a DedupKey, _: ClaimToken, _: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async {
+            Err(DedupError::Unavailable {
+                reason: "down".into(),
+            })
+        })
+    }
+    fn release<'a>(&'a self, _: &'a DedupKey, _: ClaimToken) -> StoreFuture<'a, ()> {
+        Box::pin(async {
+            Err(DedupError::Unavailable {
+                reason: "down".into(),
+            })
+        })
+    }
+    fn release_detached(&self, _: DedupKey, _: ClaimToken) {}
+}
+
+#[tokio::test]
+async fn store_errors_fail_closed_unless_opted_out() {
+    let e = event("message.incoming", "wamid.8");
+    let closed = Deduplicator::new(DownStore);
+    assert_eq!(
+        closed.claim(&e).await.unwrap_err(),
+        DedupError::Unavailable {
+            reason: "down".into()
+        }
+    );
+
+    let open = Deduplicator::new(DownStore).fail_open_on_store_error();
+    let guard = fresh(open.claim(&e).await.unwrap());
+    assert!(!guard.is_guarded());
+    guard.commit().await.unwrap();
+}
+
+#[test]
+fn keys_and_configuration() {
+    let dedup = Deduplicator::in_memory();
+    assert_eq!(dedup.lease(), Duration::from_secs(60));
+    assert_eq!(dedup.ttl(), Duration::from_secs(86_400));
+    assert_eq!(
+        dedup.key_for(&event("message.read", "m1")).as_str(),
+        ":message.read:id:m1"
+    );
+    let named = Deduplicator::in_memory().with_namespace("crm").unwrap();
+    assert_eq!(
+        named.key_for(&event("message.read", "m1")).as_str(),
+        "crm:message.read:id:m1"
+    );
+    assert!(matches!(
+        Deduplicator::in_memory().with_namespace("a:b"),
+        Err(ConfigError::NamespaceHasSeparator { .. })
+    ));
+    assert!(
+        Deduplicator::in_memory()
+            .with_lease(Duration::ZERO)
+            .is_err()
+    );
+
+    // Events without a message_id are keyed on a digest of their exact bytes.
+    let update = |name: &str| {
+        Event::parse(
+            format!(r#"{{"event":"contact.updated","data":{{"id":"c1","name":"{name}"}}}}"#)
+                .as_bytes(),
+        )
+        .unwrap()
+    };
+    let (a, b) = (
+        dedup.key_for(&update("Ann")),
+        dedup.key_for(&update("Anne")),
+    );
+    assert_ne!(a, b);
+    assert_eq!(a, dedup.key_for(&update("Ann")));
+    assert!(a.as_str().starts_with(":contact.updated:sha256:"));
+
+    let custom = Deduplicator::in_memory().with_key_fn(|e| format!("mine-{}", e.kind()));
+    assert_eq!(
+        custom.key_for(&event("message.read", "m1")).as_str(),
+        ":mine-message.read"
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Claim { worker: usize, key: usize },
+    Commit { worker: usize },
+    Release { worker: usize },
+    Fail { worker: usize },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..4usize, 0..3usize).prop_map(|(worker, key)| Op::Claim { worker, key }),
+        2 => (0..4usize).prop_map(|worker| Op::Commit { worker }),
+        1 => (0..4usize).prop_map(|worker| Op::Release { worker }),
+        1 => (0..4usize).prop_map(|worker| Op::Fail { worker }),
+    ]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Model {
+    Free,
+    Held(usize),
+    Done,
+}
+
+/// Plays `ops` against the store and a model, then lets the platform retry every key until it
+/// is handled; every key must end up handled exactly once.
+async fn interleaving_matches_the_model(
+    dedup: &Deduplicator,
+    ops: &[Op],
+    settle: bool,
+) -> Result<(), TestCaseError> {
+    let keys: Vec<Event> = (0..3)
+        .map(|k| event("message.incoming", &format!("k{k}")))
+        .collect();
+    let mut model = [Model::Free; 3];
+    let mut handled = [0u32; 3];
+    let mut held: Vec<Option<(usize, ClaimGuard)>> = (0..4).map(|_| None).collect();
+    for op in ops {
+        match *op {
+            Op::Claim { worker, key } if held[worker].is_none() => {
+                let claim = dedup.claim(&keys[key]).await.unwrap();
+                match (model[key], claim) {
+                    (Model::Free, Claim::Fresh(guard)) => {
+                        model[key] = Model::Held(worker);
+                        held[worker] = Some((key, guard));
+                    }
+                    (Model::Held(_), Claim::InFlight) | (Model::Done, Claim::Duplicate) => {}
+                    (expected, got) => {
+                        prop_assert!(false, "key {key}: model {expected:?}, store {got:?}")
+                    }
+                }
+            }
+            Op::Commit { worker } => {
+                if let Some((key, guard)) = held[worker].take() {
+                    guard.commit().await.unwrap();
+                    model[key] = Model::Done;
+                    handled[key] += 1;
+                }
+            }
+            Op::Release { worker } => {
+                if let Some((key, guard)) = held[worker].take() {
+                    guard.release().await.unwrap();
+                    model[key] = Model::Free;
+                }
+            }
+            Op::Fail { worker } => {
+                if let Some((key, guard)) = held[worker].take() {
+                    drop(guard);
+                    model[key] = Model::Free;
+                    if settle {
+                        // Redis releases dropped guards on a spawned task.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            Op::Claim { .. } => {}
+        }
+    }
+    for slot in &mut held {
+        if let Some((_, guard)) = slot.take() {
+            guard.release().await.unwrap();
+        }
+    }
+    for (key, e) in keys.iter().enumerate() {
+        match dedup.claim(e).await.unwrap() {
+            Claim::Fresh(guard) => {
+                guard.commit().await.unwrap();
+                handled[key] += 1;
+            }
+            Claim::Duplicate => {}
+            Claim::InFlight => {
+                prop_assert!(false, "key {key} still in flight after every claim ended")
+            }
+        }
+    }
+    prop_assert_eq!(handled, [1, 1, 1]);
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn random_interleavings_handle_each_key_exactly_once_in_memory(ops in proptest::collection::vec(op(), 0..60)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let dedup = Backend::memory().dedup();
+            interleaving_matches_the_model(&dedup, &ops, false).await
+        })?;
+    }
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn random_interleavings_handle_each_key_exactly_once_on_redis() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(backend) = runtime.block_on(Backend::redis()) else {
+        return;
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(24));
+    let case = std::sync::atomic::AtomicU32::new(0);
+    runner
+        .run(&proptest::collection::vec(op(), 0..40), |ops| {
+            let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            runtime.block_on(async {
+                let dedup = backend
+                    .dedup()
+                    .with_namespace(format!("case{case}"))
+                    .unwrap();
+                interleaving_matches_the_model(&dedup, &ops, true).await
+            })
+        })
+        .unwrap();
+}
