@@ -143,11 +143,9 @@ fn random_token() -> Result<ClaimToken, DedupError> {
     Ok(ClaimToken::new(u128::from_le_bytes(bytes)))
 }
 
-fn millis(duration: Duration) -> u64 {
+fn px_millis(duration: Duration) -> u64 {
     // PX 0 is an error in Redis; a lease or TTL always lasts at least a millisecond.
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+    super::millis(duration).max(1)
 }
 
 impl IdempotencyStore for RedisStore {
@@ -158,7 +156,7 @@ impl IdempotencyStore for RedisStore {
             let answer: i64 = CLAIM
                 .key(self.redis_key(key))
                 .arg(token_text(token))
-                .arg(millis(lease))
+                .arg(px_millis(lease))
                 .arg(DONE)
                 .invoke_async(&mut connection)
                 .await
@@ -185,7 +183,7 @@ impl IdempotencyStore for RedisStore {
             let committed: i64 = COMMIT
                 .key(self.redis_key(key))
                 .arg(token_text(token))
-                .arg(millis(ttl))
+                .arg(px_millis(ttl))
                 .arg(DONE)
                 .invoke_async(&mut connection)
                 .await
