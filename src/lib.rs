@@ -26,18 +26,28 @@
 //! |---|---|---|
 //! | *(none)* | yes | the verifier, the event model and the in-memory deduplicator, with no web framework |
 //! | `redis` | no | [`dedup::redis::RedisStore`], for receivers that run several replicas |
+//! | `axum` | no | [`axum::WebhookLayer`] (a tower layer) and the [`VerifiedEvent`] / [`axum::WebhookDelivery`] extractors |
+//! | `test-util` | no | [`test_util`]: signed sample deliveries and request builders for testing your handlers |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 pub mod clock;
 pub mod dedup;
 pub mod error;
 pub mod event;
+pub mod receiver;
 pub mod secret;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
 pub mod verify;
 
 pub use dedup::{Claim, Deduplicator, MemoryStore};
-pub use error::{ConfigError, DedupError, ParseError, SecretError, VerifyError};
+pub use error::{ConfigError, DedupError, ParseError, Rejection, SecretError, VerifyError};
 pub use event::{Event, EventKind, Payload};
+pub use receiver::{Receiver, VerifiedEvent};
 pub use secret::WebhookSecret;
 pub use verify::{
     AISOULE_SIGNATURE, BodyLimit, Signature, Verified, Verifier, WEBHOOK_SIGNATURE, sign,

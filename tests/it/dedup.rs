@@ -5,15 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aisoule_webhooks::clock::ManualClock;
-use aisoule_webhooks::dedup::{
-    Claim, ClaimGuard, ClaimToken, DedupKey, Deduplicator, IdempotencyStore, MemoryStore,
-    StoreClaim, StoreFuture,
-};
+use aisoule_webhooks::dedup::{Claim, ClaimGuard, Deduplicator, IdempotencyStore, MemoryStore};
 use aisoule_webhooks::{ConfigError, DedupError, Event};
 use proptest::prelude::*;
 
 #[cfg(feature = "redis")]
 use crate::redis_server::RedisServer;
+use crate::support::DownStore;
 
 /// A store under test, and a way to move its time forward.
 enum Backend {
@@ -348,35 +346,6 @@ async fn redis_store_errors_while_the_server_is_down_and_recovers_after() {
         matches!(recovered, Some(Claim::Fresh(_))),
         "the store works again once the server is back"
     );
-}
-
-/// A store that is always down.
-#[derive(Debug)]
-struct DownStore;
-
-impl IdempotencyStore for DownStore {
-    fn claim<'a>(&'a self, _: &'a DedupKey, _: Duration) -> StoreFuture<'a, StoreClaim> {
-        Box::pin(async {
-            Err(DedupError::Unavailable {
-                reason: "down".into(),
-            })
-        })
-    }
-    fn commit<'a>(&'a self, _: &'a DedupKey, _: ClaimToken, _: Duration) -> StoreFuture<'a, ()> {
-        Box::pin(async {
-            Err(DedupError::Unavailable {
-                reason: "down".into(),
-            })
-        })
-    }
-    fn release<'a>(&'a self, _: &'a DedupKey, _: ClaimToken) -> StoreFuture<'a, ()> {
-        Box::pin(async {
-            Err(DedupError::Unavailable {
-                reason: "down".into(),
-            })
-        })
-    }
-    fn release_detached(&self, _: DedupKey, _: ClaimToken) {}
 }
 
 #[tokio::test]

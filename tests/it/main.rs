@@ -1,6 +1,10 @@
 //! The crate's one integration test binary; each module covers one concern.
 
+#[cfg(all(feature = "axum", feature = "test-util"))]
+mod axum;
 mod dedup;
+#[cfg(all(feature = "axum", feature = "test-util"))]
+mod e2e;
 mod event;
 #[cfg(feature = "redis")]
 mod redis_server;

@@ -1,6 +1,10 @@
 //! Fixture loading shared by the test modules.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use aisoule_webhooks::DedupError;
+use aisoule_webhooks::dedup::{ClaimToken, DedupKey, IdempotencyStore, StoreClaim, StoreFuture};
 
 /// The absolute path of a file under `tests/fixtures/`.
 pub(crate) fn fixture_path(relative: &str) -> PathBuf {
@@ -29,4 +33,33 @@ pub(crate) fn fixtures_in(folder: &str) -> Vec<(String, Vec<u8>)> {
     files.sort();
     assert!(!files.is_empty(), "no fixtures in {folder}");
     files
+}
+
+/// A store that is always down.
+#[derive(Debug)]
+pub(crate) struct DownStore;
+
+impl IdempotencyStore for DownStore {
+    fn claim<'a>(&'a self, _: &'a DedupKey, _: Duration) -> StoreFuture<'a, StoreClaim> {
+        Box::pin(async {
+            Err(DedupError::Unavailable {
+                reason: "down".into(),
+            })
+        })
+    }
+    fn commit<'a>(&'a self, _: &'a DedupKey, _: ClaimToken, _: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async {
+            Err(DedupError::Unavailable {
+                reason: "down".into(),
+            })
+        })
+    }
+    fn release<'a>(&'a self, _: &'a DedupKey, _: ClaimToken) -> StoreFuture<'a, ()> {
+        Box::pin(async {
+            Err(DedupError::Unavailable {
+                reason: "down".into(),
+            })
+        })
+    }
+    fn release_detached(&self, _: DedupKey, _: ClaimToken) {}
 }

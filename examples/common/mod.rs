@@ -1,0 +1,65 @@
+//! What both example receivers share: configuration from the environment, and the JSON line
+//! printed for each handled event. One contract, so a script that drives one drives the other.
+
+use std::io::Write;
+
+use aisoule_webhooks::{VerifiedEvent, Verifier, WebhookSecret};
+use serde_json::{Map, Value, json};
+
+/// The example's settings, from `AISOULE_WEBHOOK_SECRET`, `AISOULE_WEBHOOK_SECRET_PREVIOUS`
+/// and `PORT`.
+pub(crate) struct Settings {
+    pub(crate) verifier: Verifier,
+    pub(crate) port: u16,
+}
+
+/// Reads the settings, or explains what is missing.
+pub(crate) fn settings_from_env() -> Result<Settings, String> {
+    let current = std::env::var("AISOULE_WEBHOOK_SECRET").map_err(|_| {
+        "AISOULE_WEBHOOK_SECRET is not set: copy the secret from Settings → Webhooks in the AISoule dashboard".to_owned()
+    })?;
+    let current =
+        WebhookSecret::new(current).map_err(|e| format!("AISOULE_WEBHOOK_SECRET: {e}"))?;
+    let mut verifier = Verifier::with_label("current", current);
+    if let Ok(previous) = std::env::var("AISOULE_WEBHOOK_SECRET_PREVIOUS") {
+        let previous = WebhookSecret::new(previous)
+            .map_err(|e| format!("AISOULE_WEBHOOK_SECRET_PREVIOUS: {e}"))?;
+        verifier = verifier.and_secret("previous", previous);
+    }
+    let port = match std::env::var("PORT") {
+        Ok(port) => port
+            .parse()
+            .map_err(|_| format!("PORT={port:?} is not a port number"))?,
+        Err(_) => 8080,
+    };
+    Ok(Settings { verifier, port })
+}
+
+/// The line printed for a handled event: present fields only.
+pub(crate) fn handled_line(event: &VerifiedEvent) -> Value {
+    let mut line = Map::new();
+    line.insert("event".into(), json!(event.kind().as_str()));
+    line.insert("received_as".into(), json!(event.received_as()));
+    if let Some(id) = event.message_id() {
+        line.insert("message_id".into(), json!(id));
+    }
+    if let Some(from) = event.sender() {
+        line.insert("from".into(), json!(from.e164().unwrap_or(from.as_sent())));
+    }
+    if let Some(text) = event.text() {
+        line.insert("text".into(), json!(text));
+    }
+    if let Some(at) = event.timestamp() {
+        line.insert("timestamp".into(), json!(at.to_rfc3339()));
+    }
+    line.insert("secret".into(), json!(event.secret_label()));
+    Value::Object(line)
+}
+
+/// Prints the line and flushes, so a reader sees it at once. A failed write is an error, so
+/// the handler answers 500 and the platform retries.
+pub(crate) fn print_handled(event: &VerifiedEvent) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", handled_line(event))?;
+    stdout.flush()
+}

@@ -1,0 +1,384 @@
+//! The axum integration: the shared end-to-end table, plus what only axum has.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aisoule_webhooks::axum::{WebhookDelivery, WebhookLayer};
+use aisoule_webhooks::event::{Dialect, EventKind};
+use aisoule_webhooks::test_util::{Delivery, SignatureForm, SignatureHeader, TEST_SECRET};
+use aisoule_webhooks::{ConfigError, Deduplicator, Receiver, VerifiedEvent};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tower::ServiceExt;
+
+use crate::e2e::{self, Framework, Recorder, StartFuture, e2e_cases, message, test_receiver};
+
+pub(crate) struct Axum;
+
+impl Framework for Axum {
+    fn start(receiver: Receiver, recorder: Recorder) -> StartFuture {
+        Box::pin(async move {
+            let app =
+                Router::new()
+                    .route(
+                        "/webhook",
+                        post(
+                            |State(recorder): State<Recorder>,
+                             event: VerifiedEvent,
+                             body: Bytes| async move {
+                                StatusCode::from_u16(recorder.handle(&event, body).await).unwrap()
+                            },
+                        ),
+                    )
+                    .layer(WebhookLayer::new(receiver))
+                    .with_state(recorder);
+            serve(app).await
+        })
+    }
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+e2e_cases!(Axum);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_releases_its_claim() {
+    let recorder = Recorder::default();
+    let app = Router::new()
+        .route(
+            "/webhook",
+            post(
+                |State(recorder): State<Recorder>, event: VerifiedEvent, body: Bytes| async move {
+                    let first = recorder.handled().is_empty();
+                    recorder.handle(&event, body).await;
+                    assert!(!first, "the handler panics on its first call");
+                    StatusCode::OK
+                },
+            ),
+        )
+        .layer(WebhookLayer::new(test_receiver()))
+        .with_state(recorder.clone());
+    let url = format!("http://{}/webhook", serve(app).await);
+    let delivery = message(Dialect::Help, "panic-1");
+    assert!(
+        reqwest::Client::new()
+            .post(&url)
+            .header("x-webhook-signature", delivery.signature_value())
+            .body(delivery.body().clone())
+            .send()
+            .await
+            .is_err(),
+        "the connection is dropped when the handler panics"
+    );
+    assert_eq!(
+        e2e::post(&url, &delivery.redelivery()).await.0,
+        200,
+        "the retry is processed"
+    );
+    assert_eq!(recorder.handled().len(), 2);
+}
+
+#[tokio::test]
+async fn the_layer_works_with_oneshot_and_the_extractor_without_a_layer() {
+    // The layer around a plain tower service, driven in-process.
+    let app = Router::new()
+        .route(
+            "/webhook",
+            post(|event: VerifiedEvent| async move { event.received_as().to_owned() }),
+        )
+        .layer(WebhookLayer::new(test_receiver()));
+    let delivery = message(Dialect::Developer, "oneshot-1");
+    let response = app
+        .clone()
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app
+        .oneshot(delivery.forged().http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // A handler asking for the event on a route without the layer never runs.
+    let unwired = Router::new().route(
+        "/webhook",
+        post(|_: VerifiedEvent| async { StatusCode::OK }),
+    );
+    let response = unwired
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+
+    // The standalone extractor takes its receiver from the router state.
+    let standalone = Router::new()
+        .route(
+            "/webhook",
+            post(|delivery: WebhookDelivery| async move {
+                let kind = delivery.event.kind().clone();
+                delivery.commit().await;
+                kind.to_string()
+            }),
+        )
+        .with_state(test_receiver());
+    let ok = standalone
+        .clone()
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let again = standalone
+        .clone()
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(again.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], br#"{"status":"duplicate"}"#);
+    let forged = standalone
+        .oneshot(delivery.forged().http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn the_dedup_ttl_must_cover_the_replay_tolerance() {
+    let short_ttl = Deduplicator::in_memory()
+        .with_ttl(Duration::from_secs(600))
+        .unwrap();
+    let refused = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+        .deduplicator(short_ttl)
+        .build();
+    assert_eq!(
+        refused.unwrap_err(),
+        ConfigError::TtlShorterThanTolerance {
+            ttl_secs: 600,
+            tolerance_secs: 3600
+        }
+    );
+    assert_eq!(
+        Receiver::DEFAULT_REPLAY_TOLERANCE,
+        Duration::from_secs(3600)
+    );
+}
+
+/// The compiled `axum_receiver` example, which `cargo test --all-features` builds.
+pub(crate) fn example_binary(name: &str) -> PathBuf {
+    let deps = std::env::current_exe().unwrap();
+    let path = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --all-features`, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+/// Runs an example receiver with a current and a previous secret, sends it every documented
+/// event in both dialects through both headers, and reads the JSON lines it prints.
+pub(crate) async fn drive_example_receiver(name: &str) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(example_binary(name))
+        .env("AISOULE_WEBHOOK_SECRET", "whsec_current_example")
+        .env("AISOULE_WEBHOOK_SECRET_PREVIOUS", TEST_SECRET)
+        .env("PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/webhook");
+    let mut ready = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(ready, "{name} did not start listening");
+
+    let samples = Delivery::every_sample();
+    for sample in &samples {
+        assert_eq!(
+            e2e::post(&url, sample).await.0,
+            200,
+            "{}",
+            String::from_utf8_lossy(sample.body())
+        );
+    }
+    let current = Delivery::sample(EventKind::MessageIncoming, Dialect::Help)
+        .message_id("rotated-1")
+        .secret(aisoule_webhooks::WebhookSecret::new("whsec_current_example").unwrap())
+        .header(SignatureHeader::AisouleSignature)
+        .form(SignatureForm::Prefixed)
+        .build();
+    assert_eq!(e2e::post(&url, &current).await.0, 200);
+    assert_eq!(e2e::post(&url, &current.forged()).await.0, 401);
+
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for _ in 0..=samples.len() {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        printed.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    child.kill().await.unwrap();
+
+    // Both dialects print the same canonical event name and the same E.164 sender.
+    let incoming: Vec<_> = printed
+        .iter()
+        .filter(|l| l["event"] == "message.incoming")
+        .collect();
+    assert_eq!(incoming.len(), 9);
+    assert!(
+        incoming
+            .iter()
+            .any(|l| l["received_as"] == "message.received")
+    );
+    assert!(
+        incoming
+            .iter()
+            .any(|l| l["received_as"] == "message.incoming")
+    );
+    for line in &incoming {
+        assert!(line["from"].as_str().unwrap().starts_with('+'), "{line}");
+        assert!(
+            line["text"].is_string() && line["message_id"].is_string(),
+            "{line}"
+        );
+    }
+    let developer = incoming
+        .iter()
+        .find(|l| l["received_as"] == "message.received")
+        .unwrap();
+    assert_eq!(developer["from"], "+918856879188");
+    assert_eq!(developer["text"], "Hi there! I need pricing info.");
+    let stamped = printed
+        .iter()
+        .filter(|l| l["timestamp"].is_string())
+        .count();
+    // Message events carry one in both dialects (5 kinds × 8 variants), other events only in the
+    // developer dialect (4 kinds × 4 variants), plus the rotated message.
+    assert_eq!(stamped, 5 * 8 + 4 * 4 + 1);
+    assert_eq!(
+        printed.iter().filter(|l| l["secret"] == "previous").count(),
+        samples.len()
+    );
+    assert_eq!(printed.last().unwrap()["secret"], "current");
+    assert_eq!(printed.last().unwrap()["message_id"], "rotated-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_handles_both_dialects_and_both_headers() {
+    drive_example_receiver("axum_receiver").await;
+}
+
+#[tokio::test]
+async fn the_axum_example_refuses_to_start_without_a_secret() {
+    let output = tokio::process::Command::new(example_binary("axum_receiver"))
+        .env_remove("AISOULE_WEBHOOK_SECRET")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("AISOULE_WEBHOOK_SECRET is not set"),
+        "{stderr}"
+    );
+}
+
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn spans_carry_kind_id_label_and_outcome_but_never_secrets() {
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let app = Router::new()
+        .route(
+            "/webhook",
+            post(|_: VerifiedEvent| async { StatusCode::OK }),
+        )
+        .layer(WebhookLayer::new(test_receiver()));
+    let delivery = message(Dialect::Developer, "traced-1");
+    app.clone()
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    app.clone()
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    app.oneshot(delivery.forged().http_request("/webhook"))
+        .await
+        .unwrap();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for expected in [
+        "aisoule_webhook{",
+        r#"kind="message.incoming""#,
+        r#"message_id="traced-1""#,
+        r#"secret_label="test""#,
+        r#"outcome="admitted""#,
+        r#"outcome="duplicate""#,
+        r#"outcome="signature""#,
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+    let signature = delivery.signature_value();
+    let digest = signature.trim_start_matches("sha256=");
+    assert!(!text.contains(digest), "the signature was logged");
+    assert!(
+        !text.contains(delivery.forged().signature_value()),
+        "the forged signature was logged"
+    );
+    assert!(!text.contains(TEST_SECRET), "the secret was logged");
+}

@@ -1,0 +1,468 @@
+//! One table of end-to-end cases over real TCP sockets, run against every framework
+//! integration. Each framework module supplies only a way to start a server whose handler
+//! calls [`Recorder::handle`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aisoule_webhooks::clock::ManualClock;
+use aisoule_webhooks::dedup::Deduplicator;
+use aisoule_webhooks::event::{Dialect, EventKind};
+use aisoule_webhooks::test_util::{Delivery, SignatureHeader, test_verifier};
+use aisoule_webhooks::{BodyLimit, Receiver, VerifiedEvent};
+use bytes::Bytes;
+
+use crate::support::DownStore;
+
+/// The instant every test delivery is stamped with, and the receivers' clock reads: tests
+/// never depend on today's date.
+pub(crate) fn test_now() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_780_369_298)
+}
+
+pub(crate) const TEST_LIMIT: usize = 64 * 1024;
+
+/// What one handler call saw.
+#[derive(Debug, Clone)]
+pub(crate) struct Handled {
+    pub(crate) kind: EventKind,
+    pub(crate) received_as: String,
+    pub(crate) message_id: Option<String>,
+    pub(crate) secret_label: String,
+    pub(crate) body: Bytes,
+}
+
+/// The test handler's script, shared by every framework so their handlers behave identically.
+///
+/// By `message_id` prefix: `slow-` waits for [`Recorder::open_gate`]; `fail-once-` answers 500
+/// on its first call; anything else answers 200.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    handled: Arc<Mutex<Vec<Handled>>>,
+    attempts: Arc<Mutex<HashMap<String, u32>>>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self {
+            handled: Arc::default(),
+            attempts: Arc::default(),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+}
+
+impl Recorder {
+    pub(crate) async fn handle(&self, event: &VerifiedEvent, body: Bytes) -> u16 {
+        let id = event.message_id().unwrap_or_default().to_owned();
+        let attempt = {
+            let mut attempts = self.attempts.lock().unwrap();
+            let n = attempts.entry(id.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        self.handled.lock().unwrap().push(Handled {
+            kind: event.kind().clone(),
+            received_as: event.received_as().to_owned(),
+            message_id: event.message_id().map(str::to_owned),
+            secret_label: event.secret_label().to_owned(),
+            body,
+        });
+        if id.starts_with("slow-") {
+            self.gate.acquire().await.unwrap().forget();
+        }
+        if id.starts_with("fail-once-") && attempt == 1 {
+            return 500;
+        }
+        200
+    }
+
+    pub(crate) fn open_gate(&self) {
+        self.gate.add_permits(1);
+    }
+
+    pub(crate) fn handled(&self) -> Vec<Handled> {
+        self.handled.lock().unwrap().clone()
+    }
+}
+
+/// A running test server.
+pub(crate) struct Server {
+    pub(crate) addr: SocketAddr,
+    pub(crate) recorder: Recorder,
+}
+
+impl Server {
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}/webhook", self.addr)
+    }
+}
+
+pub(crate) type StartFuture = Pin<Box<dyn Future<Output = SocketAddr> + Send>>;
+
+/// Starts a framework's test server for `receiver`, whose handler calls `recorder`.
+pub(crate) trait Framework {
+    fn start(receiver: Receiver, recorder: Recorder) -> StartFuture;
+}
+
+pub(crate) async fn start<F: Framework>(receiver: Receiver) -> Server {
+    let recorder = Recorder::default();
+    let addr = F::start(receiver, recorder.clone()).await;
+    Server { addr, recorder }
+}
+
+pub(crate) fn test_receiver() -> Receiver {
+    test_receiver_with(Deduplicator::in_memory())
+}
+
+pub(crate) fn test_receiver_with(deduplicator: Deduplicator) -> Receiver {
+    Receiver::builder(test_verifier())
+        .deduplicator(deduplicator)
+        .clock(Arc::new(ManualClock::new(test_now())))
+        .body_limit(BodyLimit::bytes(TEST_LIMIT))
+        .build()
+        .unwrap()
+}
+
+pub(crate) fn message(dialect: Dialect, message_id: &str) -> Delivery {
+    Delivery::sample(EventKind::MessageIncoming, dialect)
+        .message_id(message_id)
+        .timestamp_at(test_now())
+        .build()
+}
+
+pub(crate) async fn post(url: &str, delivery: &Delivery) -> (u16, String) {
+    post_with(url, delivery, "application/json").await
+}
+
+pub(crate) async fn post_with(url: &str, delivery: &Delivery, content_type: &str) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(delivery.body().clone());
+    for (name, value) in delivery
+        .headers()
+        .iter()
+        .filter(|(n, _)| *n != http::header::CONTENT_TYPE)
+    {
+        request = request.header(name.as_str(), value.as_bytes());
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Streams 16 KiB chunks (up to 32 MiB) with `Transfer-Encoding: chunked`, checking for an
+/// answer between chunks, and returns the status and how many chunks were sent before it.
+/// A raw socket, because an HTTP client that is still writing when the server answers and
+/// closes reports the broken pipe instead of the answer.
+async fn post_endless_chunks(addr: SocketAddr, signature: &str) -> (u16, usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nhost: {addr}\r\nx-webhook-signature: {signature}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("4000\r\n{}\r\n", " ".repeat(16 * 1024));
+    let mut answer = Vec::new();
+    for sent in 0..2_000 {
+        let mut buf = [0u8; 1024];
+        if let Ok(read) =
+            tokio::time::timeout(Duration::from_millis(2), stream.read(&mut buf)).await
+        {
+            answer.extend_from_slice(&buf[..read.unwrap_or(0)]);
+            let text = String::from_utf8_lossy(&answer);
+            let status = text
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("a status line");
+            return (status, sent);
+        }
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    answer.extend_from_slice(&rest);
+    let text = String::from_utf8_lossy(&answer);
+    (
+        text.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        2_000,
+    )
+}
+
+pub(crate) async fn valid_delivery_reaches_the_handler_typed<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    for (dialect, header) in [
+        (Dialect::Help, SignatureHeader::WebhookSignature),
+        (Dialect::Developer, SignatureHeader::AisouleSignature),
+    ] {
+        let delivery = Delivery::sample(EventKind::MessageIncoming, dialect)
+            .message_id(format!("valid-{dialect:?}"))
+            .timestamp_at(test_now())
+            .header(header)
+            .build();
+        assert_eq!(post(&server.url(), &delivery).await.0, 200);
+    }
+    let handled = server.recorder.handled();
+    assert_eq!(handled.len(), 2);
+    assert!(
+        handled
+            .iter()
+            .all(|h| h.kind == EventKind::MessageIncoming && h.secret_label == "test")
+    );
+    assert_eq!(handled[0].received_as, "message.incoming");
+    assert_eq!(handled[1].received_as, "message.received");
+    assert_eq!(handled[1].message_id.as_deref(), Some("valid-Developer"));
+}
+
+pub(crate) async fn every_signature_failure_is_one_identical_401<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let good = message(Dialect::Developer, "sig-1");
+    let unsigned = Delivery::from_body(good.body().clone());
+    let failures = [
+        good.forged(),
+        good.with_signature_value("sha256=MOCK_SIGNATURE"),
+        good.with_signature_value("sha1=2fd4e1c67a2d28fced849ee1bb76e7391b93eb12"),
+        good.with_signature_value(&good.signature_value()[..20]),
+        good.with_signature_value("sha256="),
+        good.with_signature_value("not hex at all, not even close"),
+    ];
+    let mut bodies = Vec::new();
+    for delivery in &failures {
+        let (status, body) = post(&server.url(), delivery).await;
+        assert_eq!(status, 401, "{:?}", delivery.signature_value());
+        bodies.push(body);
+    }
+    // No signature header at all.
+    let missing = reqwest::Client::new()
+        .post(server.url())
+        .body(unsigned.body().clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 401);
+    bodies.push(missing.text().await.unwrap());
+    // Two headers that disagree.
+    let ambiguous = reqwest::Client::new()
+        .post(server.url())
+        .header("x-webhook-signature", good.forged().signature_value())
+        .header("x-aisoule-signature", good.signature_value())
+        .body(good.body().clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ambiguous.status().as_u16(), 401);
+    bodies.push(ambiguous.text().await.unwrap());
+
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    assert_eq!(bodies[0], r#"{"error":"invalid signature"}"#);
+    assert!(
+        server.recorder.handled().is_empty(),
+        "the handler never runs for a failed verification"
+    );
+}
+
+pub(crate) async fn oversized_bodies_are_413_by_length_and_by_stream<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let big = Delivery::sample(EventKind::MessageIncoming, Dialect::Help)
+        .set("/data/text", "x".repeat(TEST_LIMIT))
+        .timestamp_at(test_now())
+        .build();
+    assert_eq!(post(&server.url(), &big).await.0, 413);
+
+    // A chunked body with no Content-Length that keeps growing: the server must answer 413
+    // as soon as it passes the limit, long before the client has sent it all.
+    let (status, chunks_sent) = post_endless_chunks(server.addr, big.signature_value()).await;
+    assert_eq!(status, 413);
+    assert!(
+        chunks_sent < 100,
+        "the server kept reading ({chunks_sent} chunks of 16 KiB) past the 64 KiB limit"
+    );
+    assert!(server.recorder.handled().is_empty());
+}
+
+pub(crate) async fn non_json_is_400_and_unknown_events_reach_the_handler<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    assert_eq!(
+        post(&server.url(), &Delivery::from_body("this is not json"))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        post(&server.url(), &Delivery::from_body(&b"\xff\xfe"[..]))
+            .await
+            .0,
+        400
+    );
+    let unknown = Delivery::from_json(serde_json::json!({
+        "event": "order.paid", "timestamp": 1_780_369_298, "data": {"order_id": "o1"}
+    }))
+    .build();
+    assert_eq!(post(&server.url(), &unknown).await.0, 200);
+    let handled = server.recorder.handled();
+    assert_eq!(handled.len(), 1);
+    assert_eq!(handled[0].kind, EventKind::Unknown("order.paid".into()));
+}
+
+pub(crate) async fn duplicates_are_200_without_the_handler<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let delivery = message(Dialect::Developer, "dup-1");
+    assert_eq!(post(&server.url(), &delivery).await.0, 200);
+    let (status, body) = post(&server.url(), &delivery.redelivery()).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"duplicate"}"#));
+    // The read receipt shares the message's id, and is still its own event.
+    let read = Delivery::sample(EventKind::MessageRead, Dialect::Developer)
+        .message_id("dup-1")
+        .timestamp_at(test_now())
+        .build();
+    assert_eq!(post(&server.url(), &read).await.0, 200);
+    let kinds: Vec<_> = server
+        .recorder
+        .handled()
+        .into_iter()
+        .map(|h| h.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::MessageIncoming, EventKind::MessageRead]);
+}
+
+pub(crate) async fn a_concurrent_duplicate_is_409<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let delivery = message(Dialect::Help, "slow-1");
+    let url = server.url();
+    let first = tokio::spawn({
+        let delivery = delivery.clone();
+        async move { post(&url, &delivery).await.0 }
+    });
+    // Wait until the first delivery is inside the handler.
+    for _ in 0..500 {
+        if !server.recorder.handled().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(server.recorder.handled().len(), 1);
+    assert_eq!(post(&server.url(), &delivery.redelivery()).await.0, 409);
+    server.recorder.open_gate();
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(post(&server.url(), &delivery.redelivery()).await.0, 200);
+    assert_eq!(server.recorder.handled().len(), 1);
+}
+
+pub(crate) async fn a_failed_handler_is_retried_and_processed<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let delivery = message(Dialect::Developer, "fail-once-1");
+    assert_eq!(post(&server.url(), &delivery).await.0, 500);
+    assert_eq!(
+        post(&server.url(), &delivery.redelivery()).await.0,
+        200,
+        "the retry is processed"
+    );
+    assert_eq!(
+        post(&server.url(), &delivery.redelivery()).await.0,
+        200,
+        "then it is a duplicate"
+    );
+    assert_eq!(server.recorder.handled().len(), 2);
+}
+
+pub(crate) async fn stale_events_are_rejected<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let two_hours = Duration::from_secs(2 * 60 * 60);
+    for at in [test_now() - two_hours, test_now() + two_hours] {
+        let delivery = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
+            .message_id("stale-1")
+            .timestamp_at(at)
+            .build();
+        let (status, body) = post(&server.url(), &delivery).await;
+        assert_eq!((status, body.as_str()), (400, r#"{"error":"stale event"}"#));
+    }
+    // Within the tolerance, and without a timestamp, events are accepted.
+    let recent = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
+        .message_id("recent-1")
+        .timestamp_at(test_now() - Duration::from_secs(5 * 60))
+        .build();
+    assert_eq!(post(&server.url(), &recent).await.0, 200);
+    let untimed = Delivery::sample(EventKind::ContactCreated, Dialect::Help).build();
+    assert_eq!(post(&server.url(), &untimed).await.0, 200);
+    assert_eq!(server.recorder.handled().len(), 2);
+}
+
+pub(crate) async fn text_plain_is_still_verified<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let delivery = message(Dialect::Help, "plain-1");
+    assert_eq!(
+        post_with(&server.url(), &delivery.forged(), "text/plain")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post_with(&server.url(), &delivery, "text/plain").await.0,
+        200
+    );
+    assert_eq!(server.recorder.handled().len(), 1);
+}
+
+pub(crate) async fn store_errors_are_503_with_retry_after<F: Framework>() {
+    let server = start::<F>(test_receiver_with(Deduplicator::new(DownStore))).await;
+    let delivery = message(Dialect::Help, "down-1");
+    let response = reqwest::Client::new()
+        .post(server.url())
+        .header("x-webhook-signature", delivery.signature_value())
+        .body(delivery.body().clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "10");
+    assert!(server.recorder.handled().is_empty());
+}
+
+pub(crate) async fn the_handler_gets_the_exact_bytes_sent<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let body = b"{ \"event\" : \"message.read\",\n  \"data\": {\"message_id\": \"bytes-1\", \"note\": \"\\u00e9 \xe2\x80\xa8\"} }";
+    let delivery = Delivery::from_body(&body[..]);
+    assert_eq!(post(&server.url(), &delivery).await.0, 200);
+    assert_eq!(server.recorder.handled()[0].body.as_ref(), &body[..]);
+}
+
+/// Generates one `#[tokio::test]` per case for a framework.
+macro_rules! e2e_cases {
+    ($framework:ty) => {
+        e2e_cases!(@cases $framework;
+            valid_delivery_reaches_the_handler_typed,
+            every_signature_failure_is_one_identical_401,
+            oversized_bodies_are_413_by_length_and_by_stream,
+            non_json_is_400_and_unknown_events_reach_the_handler,
+            duplicates_are_200_without_the_handler,
+            a_concurrent_duplicate_is_409,
+            a_failed_handler_is_retried_and_processed,
+            stale_events_are_rejected,
+            text_plain_is_still_verified,
+            store_errors_are_503_with_retry_after,
+            the_handler_gets_the_exact_bytes_sent,
+        );
+    };
+    (@cases $framework:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                crate::e2e::$case::<$framework>().await;
+            }
+        )*
+    };
+}
+pub(crate) use e2e_cases;
