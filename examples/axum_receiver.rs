@@ -28,18 +28,9 @@ async fn handle(event: VerifiedEvent) -> StatusCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let settings = match common::settings_from_env() {
+    let settings = match common::start() {
         Ok(settings) => settings,
-        Err(problem) => {
-            eprintln!("error: {problem}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let app = Router::new()
         .route("/webhook", post(handle))

@@ -27,9 +27,13 @@
 //! | *(none)* | yes | the verifier, the event model and the in-memory deduplicator, with no web framework |
 //! | `redis` | no | [`dedup::redis::RedisStore`], for receivers that run several replicas |
 //! | `axum` | no | [`axum::WebhookLayer`] (a tower layer) and the [`VerifiedEvent`] / [`axum::WebhookDelivery`] extractors |
+//! | `actix-web` | no | [`actix::WebhookMiddleware`] and the [`VerifiedEvent`] / [`actix::WebhookDelivery`] extractors |
 //! | `test-util` | no | [`test_util`]: signed sample deliveries and request builders for testing your handlers |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "actix-web")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
+pub mod actix;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;

@@ -358,7 +358,7 @@ impl Receiver {
 }
 
 /// The span both integrations open per delivery; [`Receiver::admit`] fills its fields.
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 pub(crate) fn delivery_span() -> tracing::Span {
     tracing::info_span!(
         "aisoule_webhook",

@@ -255,6 +255,19 @@ impl Delivery {
         *request.headers_mut() = self.headers();
         request
     }
+
+    /// An actix-web test request posting this delivery to `uri`.
+    #[cfg(feature = "actix-web")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "actix-web")))]
+    pub fn actix_request(&self, uri: &str) -> actix_web::test::TestRequest {
+        let mut request = actix_web::test::TestRequest::post()
+            .uri(uri)
+            .insert_header(("content-type", "application/json"))
+            .set_payload(self.body.clone());
+        request =
+            request.insert_header((self.header.name().as_str(), self.signature_value.as_str()));
+        request
+    }
 }
 
 /// Changes a sample before it is signed. Every change re-signs, since signing happens in

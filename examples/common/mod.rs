@@ -2,6 +2,7 @@
 //! printed for each handled event. One contract, so a script that drives one drives the other.
 
 use std::io::Write;
+use std::process::ExitCode;
 
 use aisoule_webhooks::{VerifiedEvent, Verifier, WebhookSecret};
 use serde_json::{Map, Value, json};
@@ -13,8 +14,23 @@ pub(crate) struct Settings {
     pub(crate) port: u16,
 }
 
+/// Sends logs to stderr (stdout carries the JSON lines) and reads the settings, or explains
+/// what is missing and gives the exit code to stop with.
+pub(crate) fn start() -> Result<Settings, ExitCode> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    settings_from_env().map_err(|problem| {
+        eprintln!("error: {problem}");
+        ExitCode::from(2)
+    })
+}
+
 /// Reads the settings, or explains what is missing.
-pub(crate) fn settings_from_env() -> Result<Settings, String> {
+fn settings_from_env() -> Result<Settings, String> {
     let current = std::env::var("AISOULE_WEBHOOK_SECRET").map_err(|_| {
         "AISOULE_WEBHOOK_SECRET is not set: copy the secret from Settings → Webhooks in the AISoule dashboard".to_owned()
     })?;

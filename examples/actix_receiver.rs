@@ -1,0 +1,59 @@
+//! An AISoule webhook receiver on actix-web: the same contract as `axum_receiver`.
+//!
+//! ```text
+//! AISOULE_WEBHOOK_SECRET=whsec_… [AISOULE_WEBHOOK_SECRET_PREVIOUS=whsec_…] [PORT=8080] \
+//!     cargo run --example actix_receiver --features actix-web
+//! ```
+//!
+//! Serves `POST /webhook` on `127.0.0.1:$PORT` and prints one JSON line per handled event on
+//! stdout (logs go to stderr).
+
+mod common;
+
+use std::process::ExitCode;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use aisoule_webhooks::actix::WebhookMiddleware;
+use aisoule_webhooks::{Receiver, VerifiedEvent};
+
+async fn handle(event: VerifiedEvent) -> HttpResponse {
+    match common::print_handled(&event) {
+        // 200 commits the claim: redeliveries of this event are now duplicates.
+        Ok(()) => HttpResponse::Ok().finish(),
+        // Anything else releases it, so the platform's retry is handled.
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let settings = match common::start() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let receiver = Receiver::new(settings.verifier);
+    let server = HttpServer::new(move || {
+        App::new().service(
+            web::resource("/webhook")
+                .wrap(WebhookMiddleware::new(receiver.clone()))
+                .route(web::post().to(handle)),
+        )
+    })
+    .workers(2)
+    .bind(("127.0.0.1", settings.port));
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: cannot listen on 127.0.0.1:{}: {e}", settings.port);
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("listening on http://127.0.0.1:{}/webhook", settings.port);
+    match server.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The actix-web integration: the shared end-to-end table, plus what only actix has.
+
+use std::io::Write;
+
+use actix_web::http::StatusCode;
+use actix_web::middleware::{DefaultHeaders, Logger};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use aisoule_webhooks::actix::{WebhookDelivery, WebhookMiddleware};
+use aisoule_webhooks::event::Dialect;
+use aisoule_webhooks::test_util::Delivery;
+use aisoule_webhooks::{BodyLimit, Receiver, VerifiedEvent};
+use bytes::Bytes;
+
+use crate::axum::drive_example_receiver;
+use crate::e2e::{self, Framework, Recorder, StartFuture, e2e_cases, message, test_receiver};
+
+pub(crate) struct Actix;
+
+async fn recorded(
+    recorder: web::Data<Recorder>,
+    event: VerifiedEvent,
+    body: web::Bytes,
+) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(recorder.handle(&event, body).await).unwrap()).finish()
+}
+
+impl Framework for Actix {
+    fn start(receiver: Receiver, recorder: Recorder) -> StartFuture {
+        Box::pin(async move {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(recorder.clone()))
+                    .service(
+                        web::resource("/webhook")
+                            .wrap(WebhookMiddleware::new(receiver.clone()))
+                            .route(web::post().to(recorded)),
+                    )
+            })
+            .workers(1)
+            .disable_signals()
+            .listen(listener)
+            .unwrap()
+            .run();
+            tokio::spawn(server);
+            addr
+        })
+    }
+}
+
+e2e_cases!(Actix);
+
+#[actix_web::test]
+async fn the_payload_is_put_back_for_bytes_and_json_beyond_actix_defaults() {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        event: String,
+        data: serde_json::Value,
+    }
+    // 1 MiB limit, a body of about 300 kB: above actix's 256 kB PayloadConfig default.
+    let receiver = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+        .clock(std::sync::Arc::new(
+            aisoule_webhooks::clock::ManualClock::new(e2e::test_now()),
+        ))
+        .body_limit(BodyLimit::bytes(1024 * 1024))
+        .build()
+        .unwrap();
+    let app = actix_web::test::init_service(
+        App::new()
+            .service(
+                web::resource("/bytes")
+                    .wrap(WebhookMiddleware::new(receiver.clone()))
+                    .route(
+                        web::post()
+                            .to(|bytes: web::Bytes| async move { HttpResponse::Ok().body(bytes) }),
+                    ),
+            )
+            .service(
+                web::resource("/json")
+                    .wrap(WebhookMiddleware::new(receiver))
+                    .route(web::post().to(|json: web::Json<Envelope>| async move {
+                        HttpResponse::Ok()
+                            .body(format!("{} {}", json.event, json.data["message_id"]))
+                    })),
+            ),
+    )
+    .await;
+    let delivery = Delivery::sample(
+        aisoule_webhooks::event::EventKind::MessageIncoming,
+        Dialect::Help,
+    )
+    .message_id("big-1")
+    .set("/data/text", "y".repeat(300_000))
+    .timestamp_at(e2e::test_now())
+    .build();
+    let response =
+        actix_web::test::call_service(&app, delivery.actix_request("/bytes").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        actix_web::test::read_body(response).await,
+        *delivery.body(),
+        "web::Bytes gets the bytes sent"
+    );
+
+    let other = Delivery::sample(
+        aisoule_webhooks::event::EventKind::MessageIncoming,
+        Dialect::Help,
+    )
+    .message_id("big-2")
+    .set("/data/text", "y".repeat(300_000))
+    .timestamp_at(e2e::test_now())
+    .build();
+    let response =
+        actix_web::test::call_service(&app, other.actix_request("/json").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        actix_web::test::read_body(response).await,
+        Bytes::from_static(b"message.incoming \"big-2\"")
+    );
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[actix_web::test]
+async fn compressed_bodies_are_verified_decoded_and_capped_decoded() {
+    let recorder = Recorder::default();
+    let app = actix_web::test::init_service(
+        App::new()
+            .app_data(web::Data::new(recorder.clone()))
+            .service(
+                web::resource("/webhook")
+                    .wrap(WebhookMiddleware::new(test_receiver()))
+                    .route(web::post().to(recorded)),
+            ),
+    )
+    .await;
+    // The signature is over the JSON; the wire carries it gzipped.
+    let delivery = message(Dialect::Developer, "gzip-1");
+    let request = actix_web::test::TestRequest::post()
+        .uri("/webhook")
+        .insert_header(("content-encoding", "gzip"))
+        .insert_header(("x-aisoule-signature", delivery.signature_value()))
+        .set_payload(gzip(delivery.body()))
+        .to_request();
+    assert_eq!(
+        actix_web::test::call_service(&app, request).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        recorder.handled()[0].body,
+        *delivery.body(),
+        "the handler gets the decoded bytes"
+    );
+
+    // 4 MiB of spaces gzip to a few kB, far under the 64 KiB limit, and expand past it.
+    let bomb = gzip(&vec![b' '; 4 * 1024 * 1024]);
+    assert!(bomb.len() < e2e::TEST_LIMIT);
+    let request = actix_web::test::TestRequest::post()
+        .uri("/webhook")
+        .insert_header(("content-encoding", "gzip"))
+        .insert_header(("x-aisoule-signature", delivery.signature_value()))
+        .set_payload(bomb)
+        .to_request();
+    assert_eq!(
+        actix_web::test::call_service(&app, request).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(recorder.handled().len(), 1);
+}
+
+#[actix_web::test]
+async fn the_handler_never_runs_for_a_forgery_whatever_the_wrap_order() {
+    let recorder = Recorder::default();
+    let forged = message(Dialect::Help, "order-1").forged();
+    macro_rules! assert_refused {
+        ($resource:expr) => {{
+            let app = actix_web::test::init_service(
+                App::new()
+                    .app_data(web::Data::new(recorder.clone()))
+                    .service($resource),
+            )
+            .await;
+            let response =
+                actix_web::test::call_service(&app, forged.actix_request("/webhook").to_request())
+                    .await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }};
+    }
+    let resource = || web::resource("/webhook").route(web::post().to(recorded));
+    assert_refused!(
+        resource()
+            .wrap(WebhookMiddleware::new(test_receiver()))
+            .wrap(DefaultHeaders::new().add(("x-wrapped", "1")))
+            .wrap(Logger::default())
+    );
+    assert_refused!(
+        resource()
+            .wrap(Logger::default())
+            .wrap(DefaultHeaders::new().add(("x-wrapped", "1")))
+            .wrap(WebhookMiddleware::new(test_receiver()))
+    );
+    // Without any middleware, the VerifiedEvent extractor refuses rather than run the handler.
+    let bare = actix_web::test::init_service(
+        App::new()
+            .app_data(web::Data::new(recorder.clone()))
+            .route("/webhook", web::post().to(recorded)),
+    )
+    .await;
+    let response =
+        actix_web::test::call_service(&bare, forged.actix_request("/webhook").to_request()).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(recorder.handled().is_empty());
+}
+
+#[actix_web::test]
+async fn the_standalone_extractor_verifies_with_web_data() {
+    let app =
+        actix_web::test::init_service(App::new().app_data(web::Data::new(test_receiver())).route(
+            "/webhook",
+            web::post().to(|delivery: WebhookDelivery| async move {
+                let kind = delivery.event.kind().to_string();
+                delivery.commit().await;
+                HttpResponse::Ok().body(kind)
+            }),
+        ))
+        .await;
+    let delivery = message(Dialect::Developer, "standalone-1");
+    let call = |d: &Delivery| {
+        actix_web::test::call_service(&app, d.actix_request("/webhook").to_request())
+    };
+    let first = call(&delivery).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(
+        actix_web::test::read_body(first).await,
+        Bytes::from_static(b"message.incoming")
+    );
+    let again = call(&delivery.redelivery()).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(
+        actix_web::test::read_body(again).await,
+        Bytes::from_static(br#"{"status":"duplicate"}"#)
+    );
+    assert_eq!(
+        call(&delivery.forged()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actix_example_handles_both_dialects_and_both_headers() {
+    drive_example_receiver("actix_receiver").await;
+}
