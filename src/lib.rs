@@ -1,22 +1,56 @@
 //! Receive [AISoule](https://aisoule.com) WhatsApp webhooks safely: verify the signature, parse
 //! either payload dialect into one typed model, and handle every event exactly once.
 //!
-//! # Verifying a delivery
+//! # Quick start (axum)
+//!
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # mod quick_start {
+//! use aisoule_webhooks::axum::WebhookLayer;
+//! use aisoule_webhooks::{Receiver, VerifiedEvent, Verifier, WebhookSecret};
+//! use axum::{Router, http::StatusCode, routing::post};
+//!
+//! async fn handle(event: VerifiedEvent) -> StatusCode {
+//!     println!("{} {:?} {:?}", event.kind(), event.message_id(), event.text());
+//!     StatusCode::OK // 2xx commits the claim; anything else lets the platform's retry through
+//! }
+//!
+//! pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//!     let secret = WebhookSecret::new(std::env::var("AISOULE_WEBHOOK_SECRET")?)?;
+//!     let app = Router::new()
+//!         .route("/webhook", post(handle))
+//!         .layer(WebhookLayer::new(Receiver::new(Verifier::new(secret))));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     axum::serve(listener, app).await?;
+//!     Ok(())
+//! }
+//! # }
+//! ```
+//!
+//! The same with actix-web is [`actix`]'s example; both answer the platform with one status map
+//! (see the README): 401 for every signature failure, 400 for non-events and replays, 409 while
+//! another delivery of the event is in flight, 413 over the body limit, 503 when the idempotency
+//! store is down, 200 without calling your handler for a duplicate.
+//!
+//! # Without a framework
 //!
 //! ```
-//! use aisoule_webhooks::{sign, Verifier, WebhookSecret};
+//! use aisoule_webhooks::{Event, Verifier, WebhookSecret, sign};
 //! use http::HeaderMap;
 //!
 //! let secret = WebhookSecret::new("whsec_3f9a1c0e7b5d2468ace0")?;
 //! let verifier = Verifier::new(secret.clone());
 //!
 //! // What the platform sends: the raw body and its HMAC-SHA256 in a header.
-//! let body = br#"{"event":"message.incoming","data":{"message_id":"wamid.1","from":"+919876543210","type":"text","text":"Hi"}}"#;
+//! let body = br#"{"event":"message.received","timestamp":1780369298,"data":{"message_id":"msg_1","sender":"918856879188","type":"text","body":"Hi"}}"#;
 //! let mut headers = HeaderMap::new();
-//! headers.insert("x-webhook-signature", sign(&secret, body).to_hex().parse()?);
+//! headers.insert("x-aisoule-signature", sign(&secret, body).to_prefixed().parse()?);
 //!
-//! let verified = verifier.verify(&headers, body)?;
+//! let verified = verifier.verify(&headers, body)?; // the raw bytes, before any parsing
+//! let event = Event::parse(body)?;
 //! assert_eq!(verified.secret_label(), "default");
+//! assert_eq!(event.kind().as_str(), "message.incoming"); // one kind for both dialects
+//! assert_eq!(event.sender().unwrap().e164(), Some("+918856879188"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -25,9 +59,9 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | *(none)* | yes | the verifier, the event model and the in-memory deduplicator, with no web framework |
-//! | `redis` | no | [`dedup::redis::RedisStore`], for receivers that run several replicas |
 //! | `axum` | no | [`axum::WebhookLayer`] (a tower layer) and the [`VerifiedEvent`] / [`axum::WebhookDelivery`] extractors |
 //! | `actix-web` | no | [`actix::WebhookMiddleware`] and the [`VerifiedEvent`] / [`actix::WebhookDelivery`] extractors |
+//! | `redis` | no | [`dedup::redis::RedisStore`], for receivers that run several replicas |
 //! | `test-util` | no | [`test_util`]: signed sample deliveries and request builders for testing your handlers |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -56,3 +90,13 @@ pub use secret::WebhookSecret;
 pub use verify::{
     AISOULE_SIGNATURE, BodyLimit, Signature, Verified, Verifier, WEBHOOK_SIGNATURE, sign,
 };
+
+// The README's code blocks compile and run as doctests.
+#[cfg(all(
+    doctest,
+    feature = "axum",
+    feature = "actix-web",
+    feature = "test-util"
+))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

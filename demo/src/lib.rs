@@ -1,0 +1,1 @@
+//! Holds the `demo` example; see `examples/demo.rs`. Nothing to use from here.
