@@ -175,14 +175,23 @@ pub struct Timestamp {
 }
 
 impl Timestamp {
-    /// The timestamp `seconds` after the unix epoch, if it is within years -9999 to 9999.
+    /// The timestamp `seconds` after the unix epoch, if it falls in years 0000 to 9999, the
+    /// years RFC 3339 can write.
     pub fn from_unix_seconds(seconds: i64) -> Option<Self> {
-        OffsetDateTime::from_unix_timestamp(seconds)
-            .ok()
-            .map(|_| Self { seconds, nanos: 0 })
+        Self::from_offset_date_time(OffsetDateTime::from_unix_timestamp(seconds).ok()?)
     }
 
-    /// Parses an RFC 3339 timestamp with any offset and any fractional seconds.
+    /// The one way in, so that every timestamp can be written back as RFC 3339.
+    fn from_offset_date_time(at: OffsetDateTime) -> Option<Self> {
+        let utc = at.checked_to_offset(time::UtcOffset::UTC)?;
+        (0..=9999).contains(&utc.year()).then(|| Self {
+            seconds: utc.unix_timestamp(),
+            nanos: utc.nanosecond(),
+        })
+    }
+
+    /// Parses an RFC 3339 timestamp with any offset and any fractional seconds, if it falls in
+    /// years 0000 to 9999 once in UTC.
     ///
     /// ```
     /// use aisoule_webhooks::event::Timestamp;
@@ -190,11 +199,7 @@ impl Timestamp {
     /// assert_eq!(t.to_string(), "2026-05-29T10:30:00.25Z");
     /// ```
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
-        let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-        Some(Self {
-            seconds: at.unix_timestamp(),
-            nanos: at.nanosecond(),
-        })
+        Self::from_offset_date_time(OffsetDateTime::parse(text, &Rfc3339).ok()?)
     }
 
     /// The time as a [`SystemTime`], if representable, and `None` when it is not.
@@ -291,14 +296,14 @@ impl EventTime {
         let parsed = match &value {
             Value::Number(n) => match n.as_i64() {
                 Some(seconds) => Timestamp::from_unix_seconds(seconds)
-                    .ok_or("unix seconds out of the supported range (years -9999 to 9999)"),
+                    .ok_or("unix seconds outside years 0000 to 9999"),
                 None => Err("a number that is not whole unix seconds"),
             },
             Value::String(s) if is_integer_text(s) => s
                 .parse::<i64>()
                 .ok()
                 .and_then(Timestamp::from_unix_seconds)
-                .ok_or("unix seconds out of the supported range (years -9999 to 9999)"),
+                .ok_or("unix seconds outside years 0000 to 9999"),
             Value::String(s) => {
                 Timestamp::parse_rfc3339(s).ok_or("neither RFC 3339 nor unix seconds")
             }

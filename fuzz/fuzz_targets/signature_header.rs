@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|input: (&[u8], &[u8])| {
     let (value, body) = input;
     let secret = WebhookSecret::new("whsec_fuzz").unwrap();
-    let accepted = Verifier::new(secret.clone()).verify_value(value, body).is_ok();
+    let accepted = Verifier::new(secret.clone())
+        .verify_value(value, body)
+        .is_ok();
 
     // The allowed forms: surrounding spaces/tabs, an optional case-insensitive `sha256=`,
     // then the 64 hex digits in either case.

@@ -377,3 +377,53 @@ proptest! {
         }
     }
 }
+
+/// Found by the `timestamp_forms` fuzzer: an unreadable float timestamp came back one ulp
+/// off, because serde_json's default float parsing is not exact. "Kept as sent" must be exact.
+#[test]
+fn regression_an_unreadable_float_timestamp_is_kept_exactly() {
+    let sent = 1.6607996643032946e243_f64;
+    let body = format!(
+        r#"{{"event":"message.read","timestamp":{},"data":{{"message_id":"m"}}}}"#,
+        serde_json::to_string(&sent).unwrap()
+    );
+    let event = Event::parse(body.as_bytes()).unwrap();
+    match event.time() {
+        EventTime::Unreadable { raw, .. } => assert_eq!(raw.as_f64(), Some(sent)),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Found by the `timestamp_forms` fuzzer: unix seconds in year -2723 were accepted, but RFC 3339
+/// can only write years 0000 to 9999, so the timestamp could not be written back.
+#[test]
+fn regression_unix_seconds_outside_rfc3339_years_are_unreadable_not_misrendered() {
+    for seconds in [-148_103_701_115_i64, -62_167_219_201, 253_402_300_800] {
+        assert_eq!(Timestamp::from_unix_seconds(seconds), None, "{seconds}");
+        let body = format!(
+            r#"{{"event":"message.read","timestamp":{seconds},"data":{{"message_id":"m"}}}}"#
+        );
+        assert!(matches!(
+            Event::parse(body.as_bytes()).unwrap().time(),
+            EventTime::Unreadable { .. }
+        ));
+    }
+    assert_eq!(
+        Timestamp::parse_rfc3339("0000-01-01T00:00:00+01:00"),
+        None,
+        "year -1 in UTC"
+    );
+    assert_eq!(
+        Timestamp::parse_rfc3339("9999-12-31T23:59:59-01:00"),
+        None,
+        "year 10000 in UTC"
+    );
+    for seconds in [-62_167_219_200_i64, 0, 253_402_300_799] {
+        let at = Timestamp::from_unix_seconds(seconds).unwrap();
+        assert_eq!(
+            Timestamp::parse_rfc3339(&at.to_rfc3339()),
+            Some(at),
+            "{seconds}"
+        );
+    }
+}

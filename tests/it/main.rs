@@ -3,6 +3,8 @@
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod actix;
 #[cfg(all(feature = "axum", feature = "test-util"))]
+mod adversarial;
+#[cfg(all(feature = "axum", feature = "test-util"))]
 mod axum;
 mod dedup;
 #[cfg(all(feature = "axum", feature = "test-util"))]
