@@ -31,7 +31,7 @@ fn inputs(real: [u8; 32], rng: &mut BenchRng) -> Vec<(Class, String)> {
             tag[31] ^= 0x01;
             Class::Right
         };
-        inputs.push((class, hex::encode(tag)));
+        inputs.push((class, const_hex::encode(tag)));
     }
     inputs
 }

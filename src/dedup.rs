@@ -71,7 +71,7 @@ impl DedupKey {
                 let digest = Sha256::digest(event.raw());
                 Self(format!(
                     "{namespace}:{kind}:sha256:{}",
-                    hex::encode(&digest[..16])
+                    const_hex::encode(&digest[..16])
                 ))
             }
         }

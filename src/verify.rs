@@ -14,7 +14,6 @@ use std::sync::Arc;
 use hmac::{Hmac, KeyInit, Mac};
 use http::{HeaderMap, HeaderName};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use crate::error::VerifyError;
 use crate::secret::WebhookSecret;
@@ -75,7 +74,7 @@ pub struct Signature([u8; TAG_LEN]);
 impl Signature {
     /// The 64 lowercase hex digits, as sent in `X-Webhook-Signature`.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        const_hex::encode(self.0)
     }
 
     /// `sha256=` followed by the 64 hex digits, as sent in `X-AISoule-Signature`.
@@ -175,7 +174,7 @@ struct KeyedSecret {
 /// # Security
 ///
 /// * The tag is recomputed over the raw body bytes and compared over all 32 bytes in constant
-///   time; header strings are never compared, and shortened tags are never accepted.
+///   time (`constant_time_eq`); header strings are never compared, and shortened tags are never accepted.
 /// * `Debug` shows the labels only.
 #[derive(Clone)]
 pub struct Verifier {
@@ -309,7 +308,7 @@ impl Verifier {
     fn verify_digest(&self, digest: &[u8; TAG_LEN], body: &[u8]) -> Result<Verified, VerifyError> {
         for secret in self.secrets.iter() {
             let expected = tag(&secret.mac, body);
-            if bool::from(expected.ct_eq(digest)) {
+            if constant_time_eq::constant_time_eq_32(&expected, digest) {
                 return Ok(Verified {
                     label: Arc::clone(&secret.label),
                 });
@@ -330,6 +329,30 @@ impl KeyedSecret {
 
 /// Reads one header value into a 32-byte digest, or says precisely what is wrong with it.
 fn parse_signature(value: &[u8]) -> Result<[u8; TAG_LEN], VerifyError> {
+    // The forms the platform sends, decoded without any scanning beyond the decode itself.
+    let exact = match value.len() {
+        64 => Some(value),
+        71 if value.starts_with(PREFIX) => Some(&value[PREFIX.len()..]),
+        _ => None,
+    };
+    if let Some(digits) = exact
+        && let Some(bytes) = decode_exactly_64(digits)
+    {
+        return Ok(bytes);
+    }
+    parse_signature_slowly(value)
+}
+
+/// 64 hex digits to 32 bytes, or `None`. The length check comes first because the decoder
+/// would otherwise accept a `0x` prefix.
+fn decode_exactly_64(digits: &[u8]) -> Option<[u8; TAG_LEN]> {
+    let mut bytes = [0u8; TAG_LEN];
+    (digits.len() == 2 * TAG_LEN && const_hex::decode_to_slice(digits, &mut bytes).is_ok())
+        .then_some(bytes)
+}
+
+/// Every other form: trimming, a case-insensitive prefix, and an error that names the problem.
+fn parse_signature_slowly(value: &[u8]) -> Result<[u8; TAG_LEN], VerifyError> {
     let value = value.trim_ascii();
     if value.is_empty() {
         return Err(VerifyError::Empty);
@@ -353,11 +376,9 @@ fn parse_signature(value: &[u8]) -> Result<[u8; TAG_LEN], VerifyError> {
     if let Some(position) = digest.iter().position(|b| !b.is_ascii_hexdigit()) {
         return Err(VerifyError::NotHex { position });
     }
-    let mut bytes = [0u8; TAG_LEN];
-    hex::decode_to_slice(digest, &mut bytes).map_err(|_| VerifyError::WrongLength {
+    decode_exactly_64(digest).ok_or(VerifyError::WrongLength {
         digits: digest.len(),
-    })?;
-    Ok(bytes)
+    })
 }
 
 /// `sha1=…` names an algorithm; `zz!=…` is just garbage.
