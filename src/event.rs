@@ -34,6 +34,7 @@
 //! # Ok::<(), aisoule_webhooks::ParseError>(())
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -284,37 +285,38 @@ pub enum EventTime {
 }
 
 impl EventTime {
-    fn read(value: Option<Value>) -> Self {
-        let unreadable = |raw: Value, reason: &str| Self::Unreadable {
+    /// A value kept as sent, reported once.
+    fn unreadable(raw: Value, reason: &'static str) -> Self {
+        tracing::warn!(reason, "AISoule event timestamp kept unread");
+        Self::Unreadable {
             raw,
             reason: reason.to_owned(),
-        };
-        let value = match value {
-            None | Some(Value::Null) => return Self::Absent,
-            Some(value) => value,
-        };
-        let parsed = match &value {
-            Value::Number(n) => match n.as_i64() {
-                Some(seconds) => Timestamp::from_unix_seconds(seconds)
-                    .ok_or("unix seconds outside years 0000 to 9999"),
-                None => Err("a number that is not whole unix seconds"),
-            },
-            Value::String(s) if is_integer_text(s) => s
-                .parse::<i64>()
-                .ok()
-                .and_then(Timestamp::from_unix_seconds)
-                .ok_or("unix seconds outside years 0000 to 9999"),
-            Value::String(s) => {
-                Timestamp::parse_rfc3339(s).ok_or("neither RFC 3339 nor unix seconds")
-            }
-            _ => Err("expected an RFC 3339 string or unix seconds"),
-        };
-        match parsed {
-            Ok(at) => Self::At { at },
-            Err(reason) => {
-                tracing::warn!(reason, "AISoule event timestamp kept unread");
-                unreadable(value, reason)
-            }
+        }
+    }
+
+    fn from_unix_seconds(seconds: i64, raw: impl FnOnce() -> Value) -> Self {
+        match Timestamp::from_unix_seconds(seconds) {
+            Some(at) => Self::At { at },
+            None => Self::unreadable(raw(), "unix seconds outside years 0000 to 9999"),
+        }
+    }
+
+    fn from_text(text: &str) -> Self {
+        if is_integer_text(text) {
+            return match text.parse::<i64>() {
+                Ok(seconds) => Self::from_unix_seconds(seconds, || Value::String(text.to_owned())),
+                Err(_) => Self::unreadable(
+                    Value::String(text.to_owned()),
+                    "unix seconds outside years 0000 to 9999",
+                ),
+            };
+        }
+        match Timestamp::parse_rfc3339(text) {
+            Some(at) => Self::At { at },
+            None => Self::unreadable(
+                Value::String(text.to_owned()),
+                "neither RFC 3339 nor unix seconds",
+            ),
         }
     }
 }
@@ -360,7 +362,24 @@ impl fmt::Display for MessageId {
 #[derive(Debug, Clone)]
 pub struct PhoneNumber {
     as_sent: String,
-    e164: Option<String>,
+    e164: E164,
+}
+
+/// The E.164 form, stored only when it differs from what was sent.
+#[derive(Debug, Clone)]
+enum E164 {
+    /// What was sent is already `+` and 7 to 15 digits.
+    AsSent,
+    /// Derived from what was sent.
+    Derived(String),
+    /// Not a plausible number.
+    None,
+}
+
+fn is_e164_digits(digits: &str) -> bool {
+    (7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
 }
 
 impl PhoneNumber {
@@ -368,16 +387,24 @@ impl PhoneNumber {
     /// dropped, a `+` added, and 7 to 15 digits required.
     pub fn new(as_sent: impl Into<String>) -> Self {
         let as_sent = as_sent.into();
-        let unseparated: String = as_sent
-            .trim()
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
-            .collect();
-        let digits = unseparated.strip_prefix('+').unwrap_or(&unseparated);
-        let plausible = (7..=15).contains(&digits.len())
-            && digits.bytes().all(|b| b.is_ascii_digit())
-            && !digits.starts_with('0');
-        let e164 = plausible.then(|| format!("+{digits}"));
+        let e164 = match as_sent.strip_prefix('+') {
+            // The two spellings the platform uses, without allocating for the first.
+            Some(digits) if is_e164_digits(digits) => E164::AsSent,
+            None if is_e164_digits(&as_sent) => E164::Derived(format!("+{as_sent}")),
+            _ => {
+                let unseparated: String = as_sent
+                    .trim()
+                    .chars()
+                    .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+                    .collect();
+                let digits = unseparated.strip_prefix('+').unwrap_or(&unseparated);
+                if is_e164_digits(digits) {
+                    E164::Derived(format!("+{digits}"))
+                } else {
+                    E164::None
+                }
+            }
+        };
         Self { as_sent, e164 }
     }
 
@@ -388,11 +415,15 @@ impl PhoneNumber {
 
     /// The E.164 form (`+918856879188`), or `None` when the value is not a plausible number.
     pub fn e164(&self) -> Option<&str> {
-        self.e164.as_deref()
+        match &self.e164 {
+            E164::AsSent => Some(&self.as_sent),
+            E164::Derived(e164) => Some(e164),
+            E164::None => None,
+        }
     }
 
     fn identity(&self) -> &str {
-        self.e164.as_deref().unwrap_or(&self.as_sent)
+        self.e164().unwrap_or(&self.as_sent)
     }
 }
 
@@ -728,7 +759,7 @@ pub enum Payload {
 #[derive(Clone)]
 pub struct Event {
     kind: EventKind,
-    received_as: String,
+    received_as: Cow<'static, str>,
     dialect: Dialect,
     time: EventTime,
     payload: Payload,
@@ -771,16 +802,15 @@ impl Event {
         }
         let received_as = match event {
             None => return Err(ParseError::MissingEvent),
-            Some(Value::String(name)) => name,
-            Some(other) => {
-                return Err(ParseError::EventNotString {
-                    found: json_type(&other),
-                });
-            }
+            Some(EventField::Name(name)) => name,
+            Some(EventField::NotString(found)) => return Err(ParseError::EventNotString { found }),
         };
         let kind = EventKind::from_name(&received_as);
-        let dialect = detect_dialect(&received_as, timestamp.as_ref(), data.as_ref());
-        let time = EventTime::read(timestamp);
+        let (time, shape) = match timestamp {
+            Some(TimestampField { time, shape }) => (time, Some(shape)),
+            None => (EventTime::Absent, None),
+        };
+        let dialect = detect_dialect(&received_as, shape, data.as_ref());
         let payload = typed_payload(&kind, &received_as, data);
         Ok(Self {
             kind,
@@ -921,18 +951,29 @@ fn json_type(value: &Value) -> &'static str {
     }
 }
 
-fn detect_dialect(name: &str, timestamp: Option<&Value>, data: Option<&Value>) -> Dialect {
-    const HELP_KEYS: [&str; 4] = ["from", "to", "text", "whatsapp_account_id"];
-    const DEVELOPER_KEYS: [&str; 4] = ["sender", "recipient", "body", "waba_number"];
-    let data = data.and_then(Value::as_object);
-    let has_any = |keys: &[&str]| data.is_some_and(|d| keys.iter().any(|k| d.contains_key(*k)));
+fn detect_dialect(
+    name: &str,
+    timestamp: Option<TimestampShape>,
+    data: Option<&DataValue>,
+) -> Dialect {
+    const HELP_SLOTS: [usize; 4] = [slot::FROM, slot::TO, slot::TEXT, slot::WHATSAPP_ACCOUNT_ID];
+    const DEVELOPER_SLOTS: [usize; 4] =
+        [slot::SENDER, slot::RECIPIENT, slot::BODY, slot::WABA_NUMBER];
+    let object = match data {
+        Some(DataValue::Object(object)) => Some(object),
+        _ => None,
+    };
+    let has_any =
+        |slots: &[usize]| object.is_some_and(|o| slots.iter().any(|&i| o.slots[i].is_some()));
     let help = name == "message.incoming"
-        || matches!(timestamp, Some(Value::String(s)) if !is_integer_text(s))
-        || has_any(&HELP_KEYS);
+        || timestamp == Some(TimestampShape::Text)
+        || has_any(&HELP_SLOTS);
     let developer = name == "message.received"
-        || matches!(timestamp, Some(Value::Number(_)))
-        || matches!(timestamp, Some(Value::String(s)) if is_integer_text(s))
-        || has_any(&DEVELOPER_KEYS);
+        || matches!(
+            timestamp,
+            Some(TimestampShape::Number | TimestampShape::IntegerText)
+        )
+        || has_any(&DEVELOPER_SLOTS);
     match (help, developer) {
         (true, false) => Dialect::Help,
         (false, true) => Dialect::Developer,
@@ -941,165 +982,402 @@ fn detect_dialect(name: &str, timestamp: Option<&Value>, data: Option<&Value>) -
     }
 }
 
-fn typed_payload(kind: &EventKind, received_as: &str, data: Option<Value>) -> Payload {
-    let map = match data {
-        Some(Value::Object(map)) if !matches!(kind, EventKind::Unknown(_)) => map,
-        data if matches!(kind, EventKind::Unknown(_)) => {
-            return Payload::Unknown(UnknownEvent {
-                name: received_as.to_owned(),
-                data: data.unwrap_or(Value::Null),
-            });
-        }
-        data => {
-            let reason = match &data {
+fn typed_payload(kind: &EventKind, received_as: &str, data: Option<DataValue>) -> Payload {
+    if let EventKind::Unknown(_) = kind {
+        return Payload::Unknown(UnknownEvent {
+            name: received_as.to_owned(),
+            data: data.map_or(Value::Null, DataValue::into_value),
+        });
+    }
+    let mut object = match data {
+        Some(DataValue::Object(object)) => object,
+        other => {
+            let reason = match &other {
                 None => "$.data: missing".to_owned(),
-                Some(other) => format!("$.data: expected an object, found {}", json_type(other)),
+                Some(other) => format!(
+                    "$.data: expected an object, found {}",
+                    json_type(&other.clone().into_value())
+                ),
             };
             return Payload::Unrecognized(Unrecognized {
                 kind: kind.clone(),
-                data: data.unwrap_or(Value::Null),
+                data: other.map_or(Value::Null, DataValue::into_value),
                 reason,
             });
         }
     };
-    let mut fields = Fields {
-        map: &map,
-        consumed: Vec::new(),
-    };
-    let typed = match kind {
-        EventKind::MessageIncoming => inbound_message(&mut fields).map(Payload::Message),
-        EventKind::ContactCreated | EventKind::ContactUpdated => {
-            contact(&mut fields).map(Payload::Contact)
-        }
-        EventKind::CampaignCompleted => campaign(&mut fields).map(Payload::Campaign),
-        EventKind::TransferCreated => transfer(&mut fields).map(Payload::Transfer),
-        status_kind => message_status(&mut fields, status_kind).map(Payload::Status),
-    };
-    match typed {
-        Ok(mut payload) => {
-            let consumed = std::mem::take(&mut fields.consumed);
-            let mut extra = map;
-            for key in consumed {
-                extra.remove(key);
-            }
-            match &mut payload {
-                Payload::Message(p) => p.extra = extra,
-                Payload::Status(p) => p.extra = extra,
-                Payload::Contact(p) => p.extra = extra,
-                Payload::Campaign(p) => p.extra = extra,
-                Payload::Transfer(p) => p.extra = extra,
-                Payload::Unrecognized(_) | Payload::Unknown(_) => {}
-            }
-            payload
-        }
-        Err(reason) => Payload::Unrecognized(Unrecognized {
+    let specs = specs_for(kind);
+    // Check everything before moving anything, so a misfit keeps its data whole.
+    if let Err(reason) = check(&object.slots, specs, kind) {
+        return Payload::Unrecognized(Unrecognized {
             kind: kind.clone(),
-            data: Value::Object(map),
+            data: object.into_value(),
             reason,
-        }),
+        });
+    }
+    let slots = &mut object.slots;
+    let mut payload = match kind {
+        EventKind::MessageIncoming => Payload::Message(inbound_message(slots)),
+        EventKind::ContactCreated | EventKind::ContactUpdated => Payload::Contact(contact(slots)),
+        EventKind::CampaignCompleted => Payload::Campaign(campaign(slots)),
+        EventKind::TransferCreated => Payload::Transfer(transfer(slots)),
+        status_kind => Payload::Status(message_status(slots, status_kind)),
+    };
+    let extra = object.leftovers();
+    match &mut payload {
+        Payload::Message(p) => p.extra = extra,
+        Payload::Status(p) => p.extra = extra,
+        Payload::Contact(p) => p.extra = extra,
+        Payload::Campaign(p) => p.extra = extra,
+        Payload::Transfer(p) => p.extra = extra,
+        Payload::Unrecognized(_) | Payload::Unknown(_) => {}
+    }
+    payload
+}
+
+/// The `data` keys the typed payloads map, each read straight into its own slot.
+mod slot {
+    pub(super) const MESSAGE_ID: usize = 0;
+    pub(super) const FROM: usize = 1;
+    pub(super) const SENDER: usize = 2;
+    pub(super) const TO: usize = 3;
+    pub(super) const RECIPIENT: usize = 4;
+    pub(super) const WABA_NUMBER: usize = 5;
+    pub(super) const CONTACT_ID: usize = 6;
+    pub(super) const CONTACT_NAME: usize = 7;
+    pub(super) const WHATSAPP_ACCOUNT_ID: usize = 8;
+    pub(super) const TYPE: usize = 9;
+    pub(super) const TEXT: usize = 10;
+    pub(super) const BODY: usize = 11;
+    pub(super) const STATUS: usize = 12;
+    pub(super) const ERROR_CODE: usize = 13;
+    pub(super) const ERROR_MESSAGE: usize = 14;
+    pub(super) const ID: usize = 15;
+    pub(super) const PHONE_NUMBER: usize = 16;
+    pub(super) const NAME: usize = 17;
+    pub(super) const SOURCE: usize = 18;
+    pub(super) const TOTAL: usize = 19;
+    pub(super) const SENT: usize = 20;
+    pub(super) const DELIVERED: usize = 21;
+    pub(super) const READ: usize = 22;
+    pub(super) const FAILED: usize = 23;
+    pub(super) const FROM_AGENT_ID: usize = 24;
+    pub(super) const TO_AGENT_ID: usize = 25;
+    pub(super) const TO_TEAM_ID: usize = 26;
+    pub(super) const NOTES: usize = 27;
+    pub(super) const COUNT: usize = 28;
+
+    pub(super) const NAMES: [&str; COUNT] = [
+        "message_id",
+        "from",
+        "sender",
+        "to",
+        "recipient",
+        "waba_number",
+        "contact_id",
+        "contact_name",
+        "whatsapp_account_id",
+        "type",
+        "text",
+        "body",
+        "status",
+        "error_code",
+        "error_message",
+        "id",
+        "phone_number",
+        "name",
+        "source",
+        "total",
+        "sent",
+        "delivered",
+        "read",
+        "failed",
+        "from_agent_id",
+        "to_agent_id",
+        "to_team_id",
+        "notes",
+    ];
+
+    pub(super) fn of(key: &str) -> Option<usize> {
+        // A match compiles to a dispatch on length and bytes; a scan of NAMES would compare
+        // every key with every name.
+        Some(match key {
+            "message_id" => MESSAGE_ID,
+            "from" => FROM,
+            "sender" => SENDER,
+            "to" => TO,
+            "recipient" => RECIPIENT,
+            "waba_number" => WABA_NUMBER,
+            "contact_id" => CONTACT_ID,
+            "contact_name" => CONTACT_NAME,
+            "whatsapp_account_id" => WHATSAPP_ACCOUNT_ID,
+            "type" => TYPE,
+            "text" => TEXT,
+            "body" => BODY,
+            "status" => STATUS,
+            "error_code" => ERROR_CODE,
+            "error_message" => ERROR_MESSAGE,
+            "id" => ID,
+            "phone_number" => PHONE_NUMBER,
+            "name" => NAME,
+            "source" => SOURCE,
+            "total" => TOTAL,
+            "sent" => SENT,
+            "delivered" => DELIVERED,
+            "read" => READ,
+            "failed" => FAILED,
+            "from_agent_id" => FROM_AGENT_ID,
+            "to_agent_id" => TO_AGENT_ID,
+            "to_team_id" => TO_TEAM_ID,
+            "notes" => NOTES,
+            _ => return None,
+        })
     }
 }
 
-/// Typed reads from a `data` object that remember which keys they mapped.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    consumed: Vec<&'static str>,
+type Slots = [Option<Value>; slot::COUNT];
+
+/// How a mapped field is read.
+#[derive(Clone, Copy)]
+enum FieldType {
+    /// A string.
+    Text,
+    /// A string, or an integer kept as its exact digits.
+    Id,
+    /// A phone number: a string or an integer.
+    Phone,
+    /// A non-negative integer.
+    Count,
+    /// An integer, or a string of one.
+    Code,
 }
 
-type FieldResult<T> = Result<T, String>;
+/// One typed field: the first of `slots` that is present and not null, read as `ty`.
+struct FieldSpec {
+    slots: &'static [usize],
+    ty: FieldType,
+    required: bool,
+}
 
-impl Fields<'_> {
-    /// The first of `keys` that is present and not null, converted by `read`.
-    fn first<T>(
-        &mut self,
-        keys: &[&'static str],
-        expected: &str,
-        read: impl Fn(&Value) -> Option<T>,
-    ) -> FieldResult<Option<T>> {
-        for &key in keys {
-            match self.map.get(key) {
-                None => continue,
-                Some(Value::Null) => {
-                    self.consumed.push(key);
-                    continue;
+const fn field(slots: &'static [usize], ty: FieldType) -> FieldSpec {
+    FieldSpec {
+        slots,
+        ty,
+        required: false,
+    }
+}
+
+const fn required(slots: &'static [usize], ty: FieldType) -> FieldSpec {
+    FieldSpec {
+        slots,
+        ty,
+        required: true,
+    }
+}
+
+mod spec {
+    use super::FieldType::{Code, Count, Id, Phone, Text};
+    use super::{FieldSpec, field, required, slot};
+
+    pub(super) const MESSAGE_ID: FieldSpec = required(&[slot::MESSAGE_ID], Id);
+    pub(super) const CUSTOMER: FieldSpec = field(&[slot::FROM, slot::SENDER], Phone);
+    pub(super) const BUSINESS: FieldSpec = field(&[slot::RECIPIENT, slot::WABA_NUMBER], Phone);
+    pub(super) const CONTACT_ID: FieldSpec = field(&[slot::CONTACT_ID], Id);
+    pub(super) const CONTACT_NAME: FieldSpec = field(&[slot::CONTACT_NAME], Text);
+    pub(super) const WHATSAPP_ACCOUNT_ID: FieldSpec = field(&[slot::WHATSAPP_ACCOUNT_ID], Id);
+    pub(super) const TYPE: FieldSpec = field(&[slot::TYPE], Text);
+    pub(super) const TEXT: FieldSpec = field(&[slot::TEXT, slot::BODY], Text);
+    pub(super) const INBOUND: [FieldSpec; 8] = [
+        MESSAGE_ID,
+        CUSTOMER,
+        BUSINESS,
+        CONTACT_ID,
+        CONTACT_NAME,
+        WHATSAPP_ACCOUNT_ID,
+        TYPE,
+        TEXT,
+    ];
+
+    pub(super) const STATUS_RECIPIENT: FieldSpec = field(&[slot::TO, slot::RECIPIENT], Phone);
+    pub(super) const STATUS_SENDER: FieldSpec =
+        field(&[slot::SENDER, slot::FROM, slot::WABA_NUMBER], Phone);
+    pub(super) const STATUS: FieldSpec = field(&[slot::STATUS], Text);
+    pub(super) const ERROR_CODE: FieldSpec = field(&[slot::ERROR_CODE], Code);
+    pub(super) const ERROR_MESSAGE: FieldSpec = field(&[slot::ERROR_MESSAGE], Text);
+    pub(super) const MESSAGE_STATUS: [FieldSpec; 6] = [
+        MESSAGE_ID,
+        STATUS_RECIPIENT,
+        STATUS_SENDER,
+        STATUS,
+        ERROR_CODE,
+        ERROR_MESSAGE,
+    ];
+
+    pub(super) const ID: FieldSpec = required(&[slot::ID], Id);
+    pub(super) const PHONE_NUMBER: FieldSpec = field(&[slot::PHONE_NUMBER], Phone);
+    pub(super) const NAME: FieldSpec = field(&[slot::NAME], Text);
+    pub(super) const SOURCE: FieldSpec = field(&[slot::SOURCE], Text);
+    pub(super) const CONTACT: [FieldSpec; 4] = [ID, PHONE_NUMBER, NAME, SOURCE];
+
+    pub(super) const TOTAL: FieldSpec = field(&[slot::TOTAL], Count);
+    pub(super) const SENT: FieldSpec = field(&[slot::SENT], Count);
+    pub(super) const DELIVERED: FieldSpec = field(&[slot::DELIVERED], Count);
+    pub(super) const READ: FieldSpec = field(&[slot::READ], Count);
+    pub(super) const FAILED: FieldSpec = field(&[slot::FAILED], Count);
+    pub(super) const CAMPAIGN: [FieldSpec; 7] = [ID, NAME, TOTAL, SENT, DELIVERED, READ, FAILED];
+
+    pub(super) const TRANSFER_CONTACT_ID: FieldSpec = required(&[slot::CONTACT_ID], Id);
+    pub(super) const FROM_AGENT_ID: FieldSpec = field(&[slot::FROM_AGENT_ID], Id);
+    pub(super) const TO_AGENT_ID: FieldSpec = field(&[slot::TO_AGENT_ID], Id);
+    pub(super) const TO_TEAM_ID: FieldSpec = field(&[slot::TO_TEAM_ID], Id);
+    pub(super) const NOTES: FieldSpec = field(&[slot::NOTES], Text);
+    pub(super) const TRANSFER: [FieldSpec; 5] = [
+        TRANSFER_CONTACT_ID,
+        FROM_AGENT_ID,
+        TO_AGENT_ID,
+        TO_TEAM_ID,
+        NOTES,
+    ];
+}
+
+fn specs_for(kind: &EventKind) -> &'static [FieldSpec] {
+    match kind {
+        EventKind::MessageIncoming => &spec::INBOUND,
+        EventKind::ContactCreated | EventKind::ContactUpdated => &spec::CONTACT,
+        EventKind::CampaignCompleted => &spec::CAMPAIGN,
+        EventKind::TransferCreated => &spec::TRANSFER,
+        _ => &spec::MESSAGE_STATUS,
+    }
+}
+
+/// The slot a field is read from: the first of its slots present and not null.
+fn chosen(slots: &Slots, field: &FieldSpec) -> Option<usize> {
+    field
+        .slots
+        .iter()
+        .copied()
+        .find(|&i| !matches!(slots[i], None | Some(Value::Null)))
+}
+
+fn fits(value: &Value, ty: FieldType) -> bool {
+    match ty {
+        FieldType::Text => value.is_string(),
+        FieldType::Id | FieldType::Phone => value.is_string() || value.is_i64() || value.is_u64(),
+        FieldType::Count => value.is_u64(),
+        FieldType::Code => match value {
+            Value::String(s) => s.parse::<i64>().is_ok(),
+            other => other.is_i64(),
+        },
+    }
+}
+
+fn expected(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::Text => "a string",
+        FieldType::Id => "a string or an integer",
+        FieldType::Phone => "a phone number string",
+        FieldType::Count => "a non-negative integer",
+        FieldType::Code => "an integer",
+    }
+}
+
+/// Whether the slots fit `specs`, and why not.
+fn check(slots: &Slots, specs: &[FieldSpec], kind: &EventKind) -> Result<(), String> {
+    for field in specs {
+        if let Some(i) = chosen(slots, field)
+            && let Some(value) = &slots[i]
+            && !fits(value, field.ty)
+        {
+            return Err(format!(
+                "$.data.{}: expected {}, found {}",
+                slot::NAMES[i],
+                expected(field.ty),
+                json_type(value)
+            ));
+        }
+        if field.required {
+            match chosen(slots, field).and_then(|i| slots[i].as_ref()) {
+                None => return Err(format!("$.data.{}: missing", slot::NAMES[field.slots[0]])),
+                Some(Value::String(s)) if s.is_empty() => {
+                    return Err(format!("$.data.{}: empty", slot::NAMES[field.slots[0]]));
                 }
-                Some(value) => {
-                    let Some(read) = read(value) else {
-                        return Err(format!(
-                            "$.data.{key}: expected {expected}, found {}",
-                            json_type(value)
-                        ));
-                    };
-                    self.consumed.push(key);
-                    return Ok(Some(read));
-                }
+                Some(_) => {}
             }
         }
-        Ok(None)
     }
-
-    fn string(&mut self, keys: &[&'static str]) -> FieldResult<Option<String>> {
-        self.first(keys, "a string", |v| v.as_str().map(str::to_owned))
-    }
-
-    /// Ids may be strings or integers; integers keep their exact decimal text.
-    fn id(&mut self, keys: &[&'static str]) -> FieldResult<Option<String>> {
-        self.first(keys, "a string or an integer", id_text)
-    }
-
-    fn required_id(&mut self, key: &'static str) -> FieldResult<String> {
-        match self.id(&[key])? {
-            Some(id) if !id.is_empty() => Ok(id),
-            Some(_) => Err(format!("$.data.{key}: empty")),
-            None => Err(format!("$.data.{key}: missing")),
+    if *kind == EventKind::MessageIncoming {
+        let message_type = chosen(slots, &spec::TYPE).and_then(|i| slots[i].as_ref()?.as_str());
+        let has_text = chosen(slots, &spec::TEXT).is_some();
+        match (message_type, has_text) {
+            (Some("text"), false) => return Err("$.data.text: missing for a text message".into()),
+            (None, false) => return Err("$.data.type: missing, and no text or body".into()),
+            _ => {}
         }
     }
-
-    fn phone(&mut self, keys: &[&'static str]) -> FieldResult<Option<PhoneNumber>> {
-        self.first(keys, "a phone number string", |v| {
-            id_text(v).map(PhoneNumber::new)
-        })
-    }
-
-    fn count(&mut self, key: &'static str) -> FieldResult<Option<u64>> {
-        self.first(&[key], "a non-negative integer", Value::as_u64)
-    }
-
-    fn integer(&mut self, key: &'static str) -> FieldResult<Option<i64>> {
-        self.first(&[key], "an integer", |v| match v {
-            Value::String(s) => s.parse().ok(),
-            other => other.as_i64(),
-        })
-    }
+    Ok(())
 }
 
-fn id_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+/// Moves a checked field's value out, marking it and the nulls before it as mapped.
+fn take(slots: &mut Slots, field: &FieldSpec) -> Option<Value> {
+    for &i in field.slots {
+        match slots[i].take() {
+            None => {}
+            Some(Value::Null) => {}
+            Some(value) => return Some(value),
+        }
+    }
+    None
+}
+
+fn take_text(slots: &mut Slots, field: &FieldSpec) -> Option<String> {
+    match take(slots, field)? {
+        Value::String(s) => Some(s),
         _ => None,
     }
 }
 
-fn inbound_message(f: &mut Fields<'_>) -> FieldResult<InboundMessage> {
-    let message_id = MessageId(f.required_id("message_id")?);
-    let sender = f.phone(&["from", "sender"])?;
-    let recipient = f.phone(&["recipient", "waba_number"])?;
-    let contact_id = f.id(&["contact_id"])?;
-    let contact_name = f.string(&["contact_name"])?;
-    let whatsapp_account_id = f.id(&["whatsapp_account_id"])?;
-    let message_type = f.string(&["type"])?;
-    let text = f.string(&["text", "body"])?;
-    let content = match (message_type.as_deref(), text) {
-        (Some("text") | None, Some(body)) => MessageContent::Text { body },
-        (Some("text"), None) => return Err("$.data.text: missing for a text message".into()),
-        (Some(other), text) => MessageContent::Other {
-            message_type: MessageType::from_name(other),
+fn take_id(slots: &mut Slots, field: &FieldSpec) -> Option<String> {
+    match take(slots, field)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn take_phone(slots: &mut Slots, field: &FieldSpec) -> Option<PhoneNumber> {
+    take_id(slots, field).map(PhoneNumber::new)
+}
+
+fn take_count(slots: &mut Slots, field: &FieldSpec) -> Option<u64> {
+    take(slots, field)?.as_u64()
+}
+
+fn take_code(slots: &mut Slots, field: &FieldSpec) -> Option<i64> {
+    match take(slots, field)? {
+        Value::String(s) => s.parse().ok(),
+        other => other.as_i64(),
+    }
+}
+
+fn inbound_message(slots: &mut Slots) -> InboundMessage {
+    let message_id = MessageId(take_id(slots, &spec::MESSAGE_ID).unwrap_or_default());
+    let sender = take_phone(slots, &spec::CUSTOMER);
+    let recipient = take_phone(slots, &spec::BUSINESS);
+    let contact_id = take_id(slots, &spec::CONTACT_ID);
+    let contact_name = take_text(slots, &spec::CONTACT_NAME);
+    let whatsapp_account_id = take_id(slots, &spec::WHATSAPP_ACCOUNT_ID);
+    let message_type = take_text(slots, &spec::TYPE);
+    let text = take_text(slots, &spec::TEXT);
+    let content = match (message_type, text) {
+        (Some(t), text) if t != "text" => MessageContent::Other {
+            message_type: MessageType::from_name(&t),
             text,
         },
-        (None, None) => return Err("$.data.type: missing, and no text or body".into()),
+        (_, text) => MessageContent::Text {
+            body: text.unwrap_or_default(),
+        },
     };
-    Ok(InboundMessage {
+    InboundMessage {
         message_id,
         sender,
         recipient,
@@ -1108,14 +1386,14 @@ fn inbound_message(f: &mut Fields<'_>) -> FieldResult<InboundMessage> {
         whatsapp_account_id,
         content,
         extra: Map::new(),
-    })
+    }
 }
 
-fn message_status(f: &mut Fields<'_>, kind: &EventKind) -> FieldResult<MessageStatus> {
-    let message_id = MessageId(f.required_id("message_id")?);
-    let recipient = f.phone(&["to", "recipient"])?;
-    let sender = f.phone(&["sender", "from", "waba_number"])?;
-    let status = match f.string(&["status"])? {
+fn message_status(slots: &mut Slots, kind: &EventKind) -> MessageStatus {
+    let message_id = MessageId(take_id(slots, &spec::MESSAGE_ID).unwrap_or_default());
+    let recipient = take_phone(slots, &spec::STATUS_RECIPIENT);
+    let sender = take_phone(slots, &spec::STATUS_SENDER);
+    let status = match take_text(slots, &spec::STATUS) {
         Some(status) => DeliveryStatus::from_name(&status),
         None => match kind {
             EventKind::MessageSent => DeliveryStatus::Sent,
@@ -1124,61 +1402,119 @@ fn message_status(f: &mut Fields<'_>, kind: &EventKind) -> FieldResult<MessageSt
             _ => DeliveryStatus::Failed,
         },
     };
-    let code = f.integer("error_code")?;
-    let message = f.string(&["error_message"])?;
+    let code = take_code(slots, &spec::ERROR_CODE);
+    let message = take_text(slots, &spec::ERROR_MESSAGE);
     let error = (code.is_some() || message.is_some()).then_some(DeliveryError { code, message });
-    Ok(MessageStatus {
+    MessageStatus {
         message_id,
         status,
         recipient,
         sender,
         error,
         extra: Map::new(),
-    })
+    }
 }
 
-fn contact(f: &mut Fields<'_>) -> FieldResult<Contact> {
-    Ok(Contact {
-        id: f.required_id("id")?,
-        phone_number: f.phone(&["phone_number"])?,
-        name: f.string(&["name"])?,
-        source: f.string(&["source"])?,
+fn contact(slots: &mut Slots) -> Contact {
+    Contact {
+        id: take_id(slots, &spec::ID).unwrap_or_default(),
+        phone_number: take_phone(slots, &spec::PHONE_NUMBER),
+        name: take_text(slots, &spec::NAME),
+        source: take_text(slots, &spec::SOURCE),
         extra: Map::new(),
-    })
+    }
 }
 
-fn campaign(f: &mut Fields<'_>) -> FieldResult<CampaignCompleted> {
-    Ok(CampaignCompleted {
-        id: f.required_id("id")?,
-        name: f.string(&["name"])?,
-        total: f.count("total")?,
-        sent: f.count("sent")?,
-        delivered: f.count("delivered")?,
-        read: f.count("read")?,
-        failed: f.count("failed")?,
+fn campaign(slots: &mut Slots) -> CampaignCompleted {
+    CampaignCompleted {
+        id: take_id(slots, &spec::ID).unwrap_or_default(),
+        name: take_text(slots, &spec::NAME),
+        total: take_count(slots, &spec::TOTAL),
+        sent: take_count(slots, &spec::SENT),
+        delivered: take_count(slots, &spec::DELIVERED),
+        read: take_count(slots, &spec::READ),
+        failed: take_count(slots, &spec::FAILED),
         extra: Map::new(),
-    })
+    }
 }
 
-fn transfer(f: &mut Fields<'_>) -> FieldResult<TransferCreated> {
-    Ok(TransferCreated {
-        contact_id: f.required_id("contact_id")?,
-        from_agent_id: f.id(&["from_agent_id"])?,
-        to_agent_id: f.id(&["to_agent_id"])?,
-        to_team_id: f.id(&["to_team_id"])?,
-        notes: f.string(&["notes"])?,
+fn transfer(slots: &mut Slots) -> TransferCreated {
+    TransferCreated {
+        contact_id: take_id(slots, &spec::TRANSFER_CONTACT_ID).unwrap_or_default(),
+        from_agent_id: take_id(slots, &spec::FROM_AGENT_ID),
+        to_agent_id: take_id(slots, &spec::TO_AGENT_ID),
+        to_team_id: take_id(slots, &spec::TO_TEAM_ID),
+        notes: take_text(slots, &spec::NOTES),
         extra: Map::new(),
-    })
+    }
+}
+
+/// A top-level key, recognised without allocating unless it is someone else's.
+enum TopKey {
+    Event,
+    Timestamp,
+    Data,
+    Other(String),
+}
+
+/// A `data` key: a slot, or an unmapped key kept by name.
+enum DataKey {
+    Slot(usize),
+    Other(String),
+}
+
+struct KeyVisitor<K>(fn(&str) -> Option<K>, fn(String) -> K);
+
+impl<'de, K> Visitor<'de> for KeyVisitor<K> {
+    type Value = K;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<K, E> {
+        Ok((self.0)(key).unwrap_or_else(|| (self.1)(key.to_owned())))
+    }
+
+    fn visit_string<E>(self, key: String) -> Result<K, E> {
+        Ok(match (self.0)(&key) {
+            Some(known) => known,
+            None => (self.1)(key),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for TopKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        fn known(key: &str) -> Option<TopKey> {
+            match key {
+                "event" => Some(TopKey::Event),
+                "timestamp" => Some(TopKey::Timestamp),
+                "data" => Some(TopKey::Data),
+                _ => None,
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor(known, TopKey::Other))
+    }
+}
+
+impl<'de> Deserialize<'de> for DataKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor(
+            |key| slot::of(key).map(DataKey::Slot),
+            DataKey::Other,
+        ))
+    }
 }
 
 /// The top level of a body, read in one pass without deciding anything yet.
 #[derive(Default)]
 struct Envelope {
     not_object: Option<&'static str>,
-    event: Option<Value>,
+    event: Option<EventField>,
     duplicate: Option<&'static str>,
-    timestamp: Option<Value>,
-    data: Option<Value>,
+    timestamp: Option<TimestampField>,
+    data: Option<DataValue>,
     extra: Map<String, Value>,
 }
 
@@ -1231,26 +1567,23 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
         let mut envelope = Envelope::default();
-        while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "event" => {
-                    let value = map.next_value::<Value>()?;
+        while let Some(key) = map.next_key::<TopKey>()? {
+            match key {
+                TopKey::Event => {
+                    let value = map.next_value::<EventField>()?;
                     if envelope.event.replace(value).is_some() {
                         envelope.duplicate.get_or_insert("$.event");
                     }
                 }
-                "timestamp" => envelope.timestamp = Some(map.next_value()?),
-                "data" => {
-                    let DataValue {
-                        value,
-                        duplicate_message_id,
-                    } = map.next_value()?;
-                    if duplicate_message_id {
+                TopKey::Timestamp => envelope.timestamp = Some(map.next_value()?),
+                TopKey::Data => {
+                    let data = map.next_value::<DataValue>()?;
+                    if matches!(&data, DataValue::Object(o) if o.duplicate_message_id) {
                         envelope.duplicate.get_or_insert("$.data.message_id");
                     }
-                    envelope.data = Some(value);
+                    envelope.data = Some(data);
                 }
-                _ => {
+                TopKey::Other(key) => {
                     let value = map.next_value()?;
                     envelope.extra.insert(key, value);
                 }
@@ -1260,11 +1593,51 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
     }
 }
 
-/// `data`, read as a [`Value`] while noticing a repeated `message_id`, which a plain map
-/// would silently resolve to its last occurrence.
-struct DataValue {
-    value: Value,
+/// `data` as read: an object split into mapped slots and everything else, or any other value.
+#[derive(Clone)]
+enum DataValue {
+    Object(Box<DataObject>),
+    Other(Value),
+}
+
+#[derive(Clone)]
+struct DataObject {
+    slots: Slots,
+    /// Bit `i` is set when slot `i` was filled, so the leftovers walk only those.
+    filled: u32,
+    extra: Map<String, Value>,
+    /// A plain map would silently keep the last of two `message_id`s.
     duplicate_message_id: bool,
+}
+
+impl DataObject {
+    /// The unmapped fields: the unknown keys plus any slot no typed field took. Works in
+    /// place: moving the slot table out of its box would copy it.
+    fn leftovers(&mut self) -> Map<String, Value> {
+        let mut extra = std::mem::take(&mut self.extra);
+        let mut filled = std::mem::take(&mut self.filled);
+        while filled != 0 {
+            let i = filled.trailing_zeros() as usize;
+            filled &= filled - 1;
+            if let Some(value) = self.slots[i].take() {
+                extra.insert(slot::NAMES[i].to_owned(), value);
+            }
+        }
+        extra
+    }
+
+    fn into_value(mut self) -> Value {
+        Value::Object(self.leftovers())
+    }
+}
+
+impl DataValue {
+    fn into_value(self) -> Value {
+        match self {
+            Self::Object(mut object) => Value::Object(object.leftovers()),
+            Self::Other(value) => value,
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for DataValue {
@@ -1275,15 +1648,6 @@ impl<'de> Deserialize<'de> for DataValue {
 
 struct DataVisitor;
 
-impl DataVisitor {
-    fn plain<E>(value: Value) -> Result<DataValue, E> {
-        Ok(DataValue {
-            value,
-            duplicate_message_id: false,
-        })
-    }
-}
-
 impl<'de> Visitor<'de> for DataVisitor {
     type Value = DataValue;
 
@@ -1292,47 +1656,231 @@ impl<'de> Visitor<'de> for DataVisitor {
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<DataValue, E> {
-        Self::plain(Value::Bool(v))
+        Ok(DataValue::Other(Value::Bool(v)))
     }
     fn visit_i64<E>(self, v: i64) -> Result<DataValue, E> {
-        Self::plain(Value::from(v))
+        Ok(DataValue::Other(Value::from(v)))
     }
     fn visit_u64<E>(self, v: u64) -> Result<DataValue, E> {
-        Self::plain(Value::from(v))
+        Ok(DataValue::Other(Value::from(v)))
     }
     fn visit_f64<E>(self, v: f64) -> Result<DataValue, E> {
-        Self::plain(Value::from(v))
+        Ok(DataValue::Other(Value::from(v)))
     }
     fn visit_str<E>(self, v: &str) -> Result<DataValue, E> {
-        Self::plain(Value::String(v.to_owned()))
+        Ok(DataValue::Other(Value::String(v.to_owned())))
     }
     fn visit_string<E>(self, v: String) -> Result<DataValue, E> {
-        Self::plain(Value::String(v))
+        Ok(DataValue::Other(Value::String(v)))
     }
     fn visit_unit<E>(self) -> Result<DataValue, E> {
-        Self::plain(Value::Null)
+        Ok(DataValue::Other(Value::Null))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DataValue, A::Error> {
         let mut items = Vec::new();
         while let Some(item) = seq.next_element::<Value>()? {
             items.push(item);
         }
-        Self::plain(Value::Array(items))
+        Ok(DataValue::Other(Value::Array(items)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DataValue, A::Error> {
-        let mut object = Map::new();
-        let mut duplicate_message_id = false;
-        while let Some(key) = map.next_key::<String>()? {
+        let mut object = Box::new(DataObject {
+            slots: [const { None }; slot::COUNT],
+            filled: 0,
+            extra: Map::new(),
+            duplicate_message_id: false,
+        });
+        while let Some(key) = map.next_key::<DataKey>()? {
             let value = map.next_value::<Value>()?;
-            let is_message_id = key == "message_id";
-            if object.insert(key, value).is_some() && is_message_id {
-                duplicate_message_id = true;
+            match key {
+                DataKey::Slot(i) => {
+                    object.filled |= 1 << i;
+                    if object.slots[i].replace(value).is_some() && i == slot::MESSAGE_ID {
+                        object.duplicate_message_id = true;
+                    }
+                }
+                DataKey::Other(key) => {
+                    object.extra.insert(key, value);
+                }
             }
         }
-        Ok(DataValue {
-            value: Value::Object(object),
-            duplicate_message_id,
+        Ok(DataValue::Object(object))
+    }
+}
+
+/// The `event` value: a name (static for the documented ones), or the JSON type found instead.
+enum EventField {
+    Name(Cow<'static, str>),
+    NotString(&'static str),
+}
+
+impl<'de> Deserialize<'de> for EventField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(EventFieldVisitor)
+    }
+}
+
+/// The documented event names as `'static` strings, so that `received_as` needs no allocation
+/// for them.
+fn documented_name(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "message.incoming" => "message.incoming",
+        "message.received" => "message.received",
+        "message.sent" => "message.sent",
+        "message.delivered" => "message.delivered",
+        "message.read" => "message.read",
+        "message.failed" => "message.failed",
+        "contact.created" => "contact.created",
+        "contact.updated" => "contact.updated",
+        "campaign.completed" => "campaign.completed",
+        "transfer.created" => "transfer.created",
+        _ => return None,
+    })
+}
+
+struct EventFieldVisitor;
+
+impl<'de> Visitor<'de> for EventFieldVisitor {
+    type Value = EventField;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<EventField, E> {
+        Ok(EventField::Name(match documented_name(name) {
+            Some(known) => Cow::Borrowed(known),
+            None => Cow::Owned(name.to_owned()),
+        }))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<EventField, E> {
+        Ok(EventField::NotString("a boolean"))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<EventField, E> {
+        Ok(EventField::NotString("a number"))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<EventField, E> {
+        Ok(EventField::NotString("a number"))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<EventField, E> {
+        Ok(EventField::NotString("a number"))
+    }
+    fn visit_unit<E>(self) -> Result<EventField, E> {
+        Ok(EventField::NotString("null"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EventField, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(EventField::NotString("an array"))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventField, A::Error> {
+        while map
+            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(EventField::NotString("an object"))
+    }
+}
+
+/// What the `timestamp` looked like, for the dialect rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimestampShape {
+    /// A string that is not all digits (RFC 3339, or something unreadable).
+    Text,
+    /// A string of digits: unix seconds.
+    IntegerText,
+    /// A JSON number.
+    Number,
+    /// Anything else.
+    Other,
+}
+
+/// `timestamp`, read straight from the JSON: no allocation unless it has to be kept raw.
+struct TimestampField {
+    time: EventTime,
+    shape: TimestampShape,
+}
+
+impl<'de> Deserialize<'de> for TimestampField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TimestampVisitor)
+    }
+}
+
+struct TimestampVisitor;
+
+impl TimestampVisitor {
+    fn other<E>(raw: Value) -> Result<TimestampField, E> {
+        Ok(TimestampField {
+            time: EventTime::unreadable(raw, "expected an RFC 3339 string or unix seconds"),
+            shape: TimestampShape::Other,
         })
+    }
+}
+
+impl<'de> Visitor<'de> for TimestampVisitor {
+    type Value = TimestampField;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<TimestampField, E> {
+        let shape = if is_integer_text(text) {
+            TimestampShape::IntegerText
+        } else {
+            TimestampShape::Text
+        };
+        Ok(TimestampField {
+            time: EventTime::from_text(text),
+            shape,
+        })
+    }
+    fn visit_i64<E>(self, seconds: i64) -> Result<TimestampField, E> {
+        Ok(TimestampField {
+            time: EventTime::from_unix_seconds(seconds, || Value::from(seconds)),
+            shape: TimestampShape::Number,
+        })
+    }
+    fn visit_u64<E>(self, seconds: u64) -> Result<TimestampField, E> {
+        let time = match i64::try_from(seconds) {
+            Ok(seconds) => EventTime::from_unix_seconds(seconds, || Value::from(seconds)),
+            Err(_) => EventTime::unreadable(
+                Value::from(seconds),
+                "unix seconds outside years 0000 to 9999",
+            ),
+        };
+        Ok(TimestampField {
+            time,
+            shape: TimestampShape::Number,
+        })
+    }
+    fn visit_f64<E>(self, seconds: f64) -> Result<TimestampField, E> {
+        Ok(TimestampField {
+            time: EventTime::unreadable(
+                Value::from(seconds),
+                "a number that is not whole unix seconds",
+            ),
+            shape: TimestampShape::Number,
+        })
+    }
+    fn visit_unit<E>(self) -> Result<TimestampField, E> {
+        Ok(TimestampField {
+            time: EventTime::Absent,
+            shape: TimestampShape::Other,
+        })
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<TimestampField, E> {
+        Self::other(Value::Bool(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<TimestampField, A::Error> {
+        Self::other(Value::deserialize(de::value::SeqAccessDeserializer::new(
+            seq,
+        ))?)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TimestampField, A::Error> {
+        Self::other(Value::deserialize(de::value::MapAccessDeserializer::new(
+            map,
+        ))?)
     }
 }
