@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Loads the axum receiver with the WebhookLayer and a bare axum server with the same no-op
+# handler, alternating A B A B, with the server and wrk pinned to separate cores. Prints both
+# rates per round, the median of the paired ratios and, where perf works, the server's
+# user-space cycles per request.
+#
+#   benches/load.sh                      # 3 rounds of 5 s each
+#   ROUNDS=5 DURATION=10 DELIVERIES=131072 benches/load.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds="${ROUNDS:-3}"
+duration="${DURATION:-5}"
+deliveries="${DELIVERIES:-131072}"
+connections="${CONNECTIONS:-32}"
+
+if ! command -v wrk >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+cores=$(nproc)
+server_cpu=0
+client_cpu=$(( cores > 1 ? 1 : 0 ))
+perf_ok=0
+if command -v perf >/dev/null 2>&1 && perf stat -e cycles:u true >/dev/null 2>&1; then
+    perf_ok=1
+fi
+
+cargo build --release -q -p aisoule-webhooks-comparisons --bin load_server
+server=target/release/load_server
+data=target/load-deliveries.tsv
+"$server" emit "$deliveries" > "$data"
+echo "deliveries: $deliveries distinct, each about $(( $(head -n1 "$data" | cut -f2 | wc -c) - 1 )) bytes; ${duration}s per run; server on cpu $server_cpu, wrk on cpu $client_cpu"
+
+run() { # mode port -> "requests_per_second cycles_per_request"
+    local mode=$1 port=$2
+    taskset -c "$server_cpu" "$server" "$mode" "$port" > target/load-server.out &
+    local pid=$!
+    for _ in $(seq 100); do grep -q ready target/load-server.out 2>/dev/null && break; sleep 0.05; done
+    local perf_pid=""
+    if [ "$perf_ok" = 1 ]; then
+        perf stat -x, -e cycles:u -p "$pid" -o target/load-perf.csv &
+        perf_pid=$!
+    fi
+    local out
+    out=$(taskset -c "$client_cpu" wrk -t1 -c"$connections" -d"${duration}s" -s benches/load.lua \
+        "http://127.0.0.1:$port/webhook" -- "$data")
+    [ -n "$perf_pid" ] && kill -INT "$perf_pid" && wait "$perf_pid" 2>/dev/null || true
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    local rps requests non2xx cycles="n/a"
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+    if [ -n "${non2xx:-}" ]; then echo "warning: $mode answered $non2xx non-2xx" >&2; fi
+    if [ "$perf_ok" = 1 ] && [ -s target/load-perf.csv ]; then
+        local c
+        c=$(grep cycles target/load-perf.csv | cut -d, -f1)
+        [[ "$c" =~ ^[0-9]+$ ]] && cycles=$(( c / requests ))
+    fi
+    echo "$rps $cycles"
+}
+
+ratios=()
+port=18080
+for round in $(seq "$rounds"); do
+    read -r layer_rps layer_cycles < <(run layer $((port++)))
+    read -r bare_rps bare_cycles < <(run bare $((port++)))
+    ratio=$(awk -v a="$layer_rps" -v b="$bare_rps" 'BEGIN {printf "%.3f", a / b}')
+    ratios+=("$ratio")
+    echo "round $round: layer ${layer_rps} req/s (${layer_cycles} user cycles/req), bare ${bare_rps} req/s (${bare_cycles} user cycles/req), ratio $ratio"
+done
+median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+echo "median layer/bare ratio: $median (target: 0.85 or more)"
