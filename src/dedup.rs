@@ -584,12 +584,15 @@ impl MemoryStore {
         let done = Entry::Done {
             until_ms: now.saturating_add(millis(ttl)),
         };
+        if let Some(entry) = shard.get_mut(key)
+            && matches!(entry, Entry::InFlight { token: held, .. } if *held == token)
+        {
+            // In place: the key is already stored, so nothing to clone or rehash.
+            *entry = done;
+            return Ok(());
+        }
         let current = shard.peek(key).copied();
         match current {
-            Some(Entry::InFlight { token: held, .. }) if held == token => {
-                shard.put(key.clone(), done);
-                Ok(())
-            }
             Some(Entry::InFlight { until_ms, .. } | Entry::Done { until_ms }) if until_ms > now => {
                 Err(DedupError::LeaseLost {
                     key: key.to_string(),

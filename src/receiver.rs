@@ -332,7 +332,7 @@ impl Receiver {
         Ok(Admitted {
             event: VerifiedEvent {
                 event: Arc::new(event),
-                secret_label: verified.secret_label().into(),
+                secret_label: verified.shared_label(),
             },
             claim,
         })

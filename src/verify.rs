@@ -140,6 +140,11 @@ impl Verified {
     pub fn secret_label(&self) -> &str {
         &self.label
     }
+
+    /// The label, shared rather than copied.
+    pub(crate) fn shared_label(&self) -> Arc<str> {
+        Arc::clone(&self.label)
+    }
 }
 
 struct KeyedSecret {
