@@ -442,6 +442,14 @@ enum Entry {
     Done { until_ms: u64 },
 }
 
+impl Entry {
+    fn until_ms(&self) -> u64 {
+        match self {
+            Self::InFlight { until_ms, .. } | Self::Done { until_ms } => *until_ms,
+        }
+    }
+}
+
 type Shard = Mutex<LruCache<DedupKey, Entry>>;
 
 /// The default store: a bounded, sharded LRU in this process's memory.
@@ -556,21 +564,30 @@ impl MemoryStore {
     fn claim_now(&self, key: &DedupKey, lease: Duration) -> StoreClaim {
         let now = self.now_ms();
         let mut shard = lock(self.shard(key));
-        match shard.get(key) {
-            Some(Entry::Done { until_ms }) if *until_ms > now => return StoreClaim::Completed,
-            Some(Entry::InFlight { until_ms, .. }) if *until_ms > now => {
-                return StoreClaim::InFlight;
-            }
-            _ => {}
-        }
         let token = ClaimToken(u128::from(self.next_token.fetch_add(1, Ordering::Relaxed)));
-        let until_ms = now.saturating_add(millis(lease));
-        if let Some((evicted, _)) = shard.push(key.clone(), Entry::InFlight { token, until_ms })
-            && evicted != *key
-        {
+        let claimed = Entry::InFlight {
+            token,
+            until_ms: now.saturating_add(millis(lease)),
+        };
+        match shard.get_mut(key) {
+            Some(Entry::Done { until_ms }) if *until_ms > now => StoreClaim::Completed,
+            Some(Entry::InFlight { until_ms, .. }) if *until_ms > now => StoreClaim::InFlight,
+            Some(expired) => {
+                *expired = claimed;
+                StoreClaim::Acquired(token)
+            }
+            None => {
+                self.insert(&mut shard, key, claimed);
+                StoreClaim::Acquired(token)
+            }
+        }
+    }
+
+    /// Adds a key that is not stored, counting the entry the LRU evicts to make room.
+    fn insert(&self, shard: &mut LruCache<DedupKey, Entry>, key: &DedupKey, entry: Entry) {
+        if shard.push(key.clone(), entry).is_some() {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
-        StoreClaim::Acquired(token)
     }
 
     fn commit_now(
@@ -584,30 +601,21 @@ impl MemoryStore {
         let done = Entry::Done {
             until_ms: now.saturating_add(millis(ttl)),
         };
-        if let Some(entry) = shard.get_mut(key)
-            && matches!(entry, Entry::InFlight { token: held, .. } if *held == token)
-        {
-            // In place: the key is already stored, so nothing to clone or rehash.
-            *entry = done;
-            return Ok(());
-        }
-        let current = shard.peek(key).copied();
-        match current {
-            Some(Entry::InFlight { until_ms, .. } | Entry::Done { until_ms }) if until_ms > now => {
-                Err(DedupError::LeaseLost {
-                    key: key.to_string(),
-                })
-            }
-            _ => {
-                // Nobody holds the key (evicted, or expired and not retaken): record it.
-                if let Some((evicted, _)) = shard.push(key.clone(), done)
-                    && evicted != *key
-                {
-                    self.evictions.fetch_add(1, Ordering::Relaxed);
+        match shard.get_mut(key) {
+            Some(entry) => {
+                let ours = matches!(entry, Entry::InFlight { token: held, .. } if *held == token);
+                if !ours && entry.until_ms() > now {
+                    return Err(DedupError::LeaseLost {
+                        key: key.to_string(),
+                    });
                 }
-                Ok(())
+                // Ours, or expired and not retaken: completed now, updated in place.
+                *entry = done;
             }
+            // Evicted meanwhile: record it anyway.
+            None => self.insert(&mut shard, key, done),
         }
+        Ok(())
     }
 
     fn release_now(&self, key: &DedupKey, token: ClaimToken) {

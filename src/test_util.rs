@@ -91,12 +91,9 @@ impl Delivery {
             (EventKind::MessageIncoming, false) => "message.received".to_owned(),
             (kind, _) => kind.as_str().to_owned(),
         };
-        let mut payload = json!({ "event": name, "data": data });
+        let payload = json!({ "event": name, "data": data });
         // The help pages show no timestamp on contact, campaign and transfer events.
         let timestamped = !help || kind.as_str().starts_with("message.");
-        if timestamped {
-            payload["timestamp"] = Value::Null;
-        }
         let builder = DeliveryBuilder {
             payload,
             help,

@@ -147,6 +147,7 @@ impl Verified {
     }
 }
 
+#[derive(Clone)]
 struct KeyedSecret {
     label: Arc<str>,
     /// The HMAC state after absorbing the key's inner and outer pad blocks, so that a
@@ -184,15 +185,6 @@ struct KeyedSecret {
 #[derive(Clone)]
 pub struct Verifier {
     secrets: Arc<[KeyedSecret]>,
-}
-
-impl Clone for KeyedSecret {
-    fn clone(&self) -> Self {
-        Self {
-            label: Arc::clone(&self.label),
-            mac: self.mac.clone(),
-        }
-    }
 }
 
 impl fmt::Debug for Verifier {
@@ -275,24 +267,25 @@ impl Verifier {
         values: impl IntoIterator<Item = &'a [u8]>,
         body: &[u8],
     ) -> Result<Verified, VerifyError> {
-        let mut digests: [Option<[u8; TAG_LEN]>; 2] = [None, None];
-        let mut distinct = 0usize;
+        // Digests are public inputs from the request, so comparing them with each other leaks
+        // nothing about the secret. `others` stays empty, and unallocated, unless they disagree.
+        let mut first = None;
+        let mut others: Vec<[u8; TAG_LEN]> = Vec::new();
         for value in values {
             let digest = parse_signature(value)?;
-            // Digests are public inputs from the request, so comparing them with each other
-            // leaks nothing about the secret.
-            if digests.iter().flatten().any(|seen| *seen == digest) {
-                continue;
-            }
-            distinct += 1;
-            if let Some(slot) = digests.iter_mut().find(|slot| slot.is_none()) {
-                *slot = Some(digest);
+            match first {
+                None => first = Some(digest),
+                Some(seen) if seen == digest => {}
+                Some(_) if others.contains(&digest) => {}
+                Some(_) => others.push(digest),
             }
         }
-        match (distinct, digests[0]) {
-            (0, _) | (_, None) => Err(VerifyError::Missing),
-            (1, Some(digest)) => self.verify_digest(&digest, body),
-            (count, Some(_)) => Err(VerifyError::Ambiguous { count }),
+        match first {
+            None => Err(VerifyError::Missing),
+            Some(digest) if others.is_empty() => self.verify_digest(&digest, body),
+            Some(_) => Err(VerifyError::Ambiguous {
+                count: 1 + others.len(),
+            }),
         }
     }
 

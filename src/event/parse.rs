@@ -97,23 +97,23 @@ fn typed_payload(kind: &EventKind, received_as: &str, data: Option<DataValue>) -
             data: data.map_or(Value::Null, DataValue::into_value),
         });
     }
-    let mut object = match data {
-        Some(DataValue::Object(object)) => object,
-        other => {
-            let reason = match &other {
-                None => "$.data: missing".to_owned(),
-                Some(other) => format!(
-                    "$.data: expected an object, found {}",
-                    json_type(&other.clone().into_value())
-                ),
-            };
-            return Payload::Unrecognized(Unrecognized {
-                kind: kind.clone(),
-                data: other.map_or(Value::Null, DataValue::into_value),
-                reason,
-            });
+    let (data, reason) = match data {
+        Some(DataValue::Object(object)) => return typed_object(kind, object),
+        Some(DataValue::Other(value)) => {
+            let reason = format!("$.data: expected an object, found {}", json_type(&value));
+            (value, reason)
         }
+        None => (Value::Null, "$.data: missing".to_owned()),
     };
+    Payload::Unrecognized(Unrecognized {
+        kind: kind.clone(),
+        data,
+        reason,
+    })
+}
+
+/// A known event's `data` object, as its typed payload if it fits.
+fn typed_object(kind: &EventKind, mut object: Box<DataObject>) -> Payload {
     let specs = specs_for(kind);
     // Check everything before moving anything, so a misfit keeps its data whole.
     if let Err(reason) = check(&object.slots, specs, kind) {
@@ -702,13 +702,11 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
 }
 
 /// `data` as read: an object split into mapped slots and everything else, or any other value.
-#[derive(Clone)]
 enum DataValue {
     Object(Box<DataObject>),
     Other(Value),
 }
 
-#[derive(Clone)]
 struct DataObject {
     slots: Slots,
     /// Bit `i` is set when slot `i` was filled, so the leftovers walk only those.
@@ -734,7 +732,7 @@ impl DataObject {
         extra
     }
 
-    fn into_value(mut self) -> Value {
+    fn into_value(mut self: Box<Self>) -> Value {
         Value::Object(self.leftovers())
     }
 }
@@ -742,7 +740,7 @@ impl DataObject {
 impl DataValue {
     fn into_value(self) -> Value {
         match self {
-            Self::Object(mut object) => Value::Object(object.leftovers()),
+            Self::Object(object) => object.into_value(),
             Self::Other(value) => value,
         }
     }

@@ -303,6 +303,19 @@ fn two_headers_must_agree_and_repeats_must_match() {
         Err(VerifyError::Ambiguous { count: 2 })
     );
 
+    // Distinct digests are counted once each, however often they repeat.
+    let third = sign(&secret("whsec_third"), &body).to_hex();
+    let many = headers(&[
+        ("x-webhook-signature", &hex),
+        ("x-webhook-signature", &other),
+        ("x-aisoule-signature", &third),
+        ("x-aisoule-signature", &third),
+    ]);
+    assert_eq!(
+        verifier.verify(&many, &body),
+        Err(VerifyError::Ambiguous { count: 3 })
+    );
+
     let repeated_same = headers(&[("x-aisoule-signature", &hex), ("x-aisoule-signature", &hex)]);
     assert!(verifier.verify(&repeated_same, &body).is_ok());
 
