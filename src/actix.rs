@@ -1,7 +1,9 @@
 //! actix-web integration: a middleware and extractors. Requires the `actix-web` feature.
 //!
-//! The same checks, in the same order, with the same statuses as the axum integration (see
-//! the status map in the crate docs): both run [`Receiver::admit`].
+//! The same lifecycle, with the same statuses, as the axum integration (see the status map in
+//! the crate docs): this module only translates actix-web's request and response types. Your
+//! handler runs in a task of its own on the worker, so it completes even when the platform
+//! hangs up at its 5 s deadline.
 //!
 //! ```no_run
 //! use actix_web::{App, HttpResponse, HttpServer, web};
@@ -10,7 +12,7 @@
 //!
 //! async fn handle(event: VerifiedEvent) -> HttpResponse {
 //!     println!("{} {:?}", event.kind(), event.message_id());
-//!     HttpResponse::Ok().finish() // a 2xx commits the claim; anything else releases it
+//!     HttpResponse::Ok().finish() // 200 commits the claim; anything but a 2xx releases it
 //! }
 //!
 //! # async fn run() -> std::io::Result<()> {
@@ -32,8 +34,8 @@
 //! # Which bytes are verified
 //!
 //! The signature covers the JSON the platform signed, so a body sent with `Content-Encoding`
-//! is decoded first (gzip always; brotli and zstd when your actix-web enables them) and the
-//! **decoded** bytes are verified, parsed and passed on. The limit applies to the compressed
+//! is decoded first (gzip or deflate, as on axum; anything else is 415) and the **decoded**
+//! bytes are verified, parsed and passed on. The limit applies to the compressed
 //! bytes and to the decoded bytes alike, so a small body that expands past it gets 413. The
 //! request handed on carries the decoded bytes without `Content-Encoding`.
 //!
@@ -46,21 +48,16 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{
-    Decompress, Extensions, Payload, Service, ServiceRequest, ServiceResponse, Transform,
-};
-use actix_web::error::PayloadError;
+use actix_web::dev::{Extensions, Payload, Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use tracing::Instrument;
 
-use crate::dedup::ClaimGuard;
 use crate::error::Rejection;
-use crate::receiver::{Receiver, VerifiedEvent, delivery_span, settle};
-use crate::verify::{AISOULE_SIGNATURE, WEBHOOK_SIGNATURE};
+use crate::receiver::{
+    Answer, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent, delivery_span,
+};
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
@@ -69,65 +66,63 @@ fn actix_status(status: http::StatusCode) -> StatusCode {
     StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+fn http_status(status: StatusCode) -> Option<http::StatusCode> {
+    http::StatusCode::from_u16(status.as_u16()).ok()
+}
+
+fn response(answer: &Answer) -> HttpResponse {
+    let mut response = HttpResponse::build(actix_status(answer.status()));
+    response.content_type("application/json");
+    if let Some(seconds) = answer.retry_after_secs() {
+        response.insert_header((header::RETRY_AFTER, seconds));
+    }
+    response.body(answer.body())
+}
+
+/// Makes [`Answer`] an actix error, so extractors can return it.
+#[derive(Debug)]
+struct AnswerError(Answer);
+
+impl std::fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "webhook delivery answered {}", self.0.status())
+    }
+}
+
+impl ResponseError for AnswerError {
+    fn status_code(&self) -> StatusCode {
+        actix_status(self.0.status())
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        response(&self.0)
+    }
+}
+
 impl ResponseError for Rejection {
     fn status_code(&self) -> StatusCode {
         actix_status(self.status())
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status_code());
-        response.content_type("application/json");
-        if let Some(seconds) = self.retry_after_secs() {
-            response.insert_header((header::RETRY_AFTER, seconds));
-        }
-        response.body(self.public_body())
+        response(&Answer::from(self))
     }
 }
 
-fn signature_values(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(WEBHOOK_SIGNATURE.as_str())
-        .chain(headers.get_all(AISOULE_SIGNATURE.as_str()))
-        .map(HeaderValue::as_bytes)
+impl ResponseError for MissingReceiver {
+    fn status_code(&self) -> StatusCode {
+        actix_status(self.status())
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        response(&Answer::from(*self))
+    }
 }
 
-/// Reads a payload up to the limit, decoding `Content-Encoding`, and refusing a declared
-/// length, a compressed stream or a decoded stream over the limit as soon as it is known.
-async fn read_limited(
-    receiver: &Receiver,
-    headers: &HeaderMap,
-    payload: Payload,
-) -> Result<Bytes, Rejection> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    receiver.check_declared_length(declared)?;
-    let limit = receiver.body_limit().get();
-    let mut received = 0usize;
-    let capped = payload.map(move |chunk| {
-        let chunk = chunk?;
-        received += chunk.len();
-        if received > limit {
-            return Err(PayloadError::Overflow);
-        }
-        Ok(chunk)
-    });
-    let mut decoded = Decompress::from_headers(capped, headers);
-    let mut body = BytesMut::new();
-    while let Some(chunk) = decoded.next().await {
-        let chunk = chunk.map_err(|error| match error {
-            PayloadError::Overflow => Rejection::PayloadTooLarge { limit },
-            other => Rejection::BodyUnreadable {
-                reason: other.to_string(),
-            },
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(Rejection::PayloadTooLarge { limit });
-        }
-        body.extend_from_slice(&chunk);
+impl RequestHeaders for HeaderMap {
+    fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name).map(HeaderValue::as_bytes)
     }
-    Ok(body.freeze())
 }
 
 /// actix's extractors read their limits from request data; give them the receiver's, keeping
@@ -147,19 +142,21 @@ fn body_configs(request: &HttpRequest, limit: usize) -> Extensions {
     configs
 }
 
-/// A middleware ([`Transform`]) that verifies, parses, checks and claims each delivery
-/// before the service it wraps sees it. Use it with `.wrap(…)`.
+/// A middleware ([`Transform`]) that runs the delivery lifecycle around the service it wraps.
+/// Use it with `.wrap(…)`.
 ///
-/// The wrapped service finds a [`VerifiedEvent`] in the request extensions and the original
+/// The wrapped service finds a [`VerifiedEvent`] in the request extensions and the verified
 /// payload put back, so `web::Bytes` and `web::Json<T>` still work. A 2xx answer commits the
-/// claim; any other answer or an error releases it, so the platform's retry is processed.
+/// claim; any other answer, an error or a panic releases it, so the platform's retry is
+/// processed. The wrapped service is called in a task of its own on the worker, so it
+/// completes even when the client hangs up.
 #[derive(Debug, Clone)]
 pub struct WebhookMiddleware {
     receiver: Receiver,
 }
 
 impl WebhookMiddleware {
-    /// A middleware running `receiver`'s checks.
+    /// A middleware running `receiver`'s lifecycle.
     pub fn new(receiver: Receiver) -> Self {
         Self { receiver }
     }
@@ -205,68 +202,42 @@ where
     fn call(&self, mut request: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
         let receiver = self.receiver.clone();
-        let pipeline = async move {
+        let lifecycle = async move {
             let payload = request.take_payload();
-            let bytes = match read_limited(&receiver, request.headers(), payload).await {
-                Ok(bytes) => bytes,
-                Err(rejection) => return Ok(reject(request, &rejection)),
-            };
-            let admitted = match receiver
-                .admit(signature_values(request.headers()), bytes.clone())
-                .await
-            {
+            let admitted = match receiver.admit_request(request.headers(), payload).await {
                 Ok(admitted) => admitted,
-                Err(rejection) => return Ok(reject(request, &rejection)),
+                Err(answer) => {
+                    return Ok(request
+                        .into_response(response(&answer))
+                        .map_into_right_body());
+                }
             };
-            let (event, claim) = admitted.into_parts();
-            request.extensions_mut().insert(event);
+            request.extensions_mut().insert(admitted.event().clone());
+            let body = admitted.body().clone();
             let headers = request.headers_mut();
             headers.remove(header::CONTENT_ENCODING);
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
             let configs = body_configs(request.request(), receiver.body_limit().get());
             request.add_data_container(Rc::new(configs));
-            request.set_payload(Payload::from(bytes));
-            // If the handler panics or this future is dropped, `claim` is dropped unsettled,
-            // which releases it.
-            let answer = service.call(request).await;
-            let handled = matches!(&answer, Ok(response) if response.status().is_success());
-            settle(claim, handled).await;
-            answer.map(ServiceResponse::map_into_left_body)
+            let http_request = request.request().clone();
+            request.set_payload(Payload::from(body));
+            let run = admitted.run(service.call(request), |answer| {
+                answer
+                    .as_ref()
+                    .ok()
+                    .and_then(|response| http_status(response.status()))
+            });
+            // Spawned on the worker's local set: actix services are not `Send`.
+            match actix_web::rt::spawn(run.in_current_span()).await {
+                Ok(answer) => answer.map(ServiceResponse::map_into_left_body),
+                Err(_panicked) => Ok(ServiceResponse::new(
+                    http_request,
+                    response(&Answer::HANDLER_PANICKED),
+                )
+                .map_into_right_body()),
+            }
         };
-        Box::pin(pipeline.instrument(delivery_span()))
-    }
-}
-
-fn reject<B>(request: ServiceRequest, rejection: &Rejection) -> ServiceResponse<EitherBody<B>> {
-    request
-        .into_response(rejection.error_response())
-        .map_into_right_body()
-}
-
-/// Returned when a handler asks for a [`VerifiedEvent`] on a route without
-/// [`WebhookMiddleware`], or for a [`WebhookDelivery`] with neither the middleware nor a
-/// `web::Data<Receiver>`. A wiring mistake, answered with 500; the handler does not run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no WebhookMiddleware on this route and no web::Data<Receiver> in the app")]
-pub struct MissingReceiver;
-
-impl MissingReceiver {
-    /// 500.
-    pub fn status(&self) -> http::StatusCode {
-        http::StatusCode::INTERNAL_SERVER_ERROR
-    }
-}
-
-impl ResponseError for MissingReceiver {
-    fn status_code(&self) -> StatusCode {
-        actix_status(self.status())
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        tracing::error!("{self}");
-        HttpResponse::build(self.status_code())
-            .content_type("application/json")
-            .body(r#"{"error":"webhook receiver misconfigured"}"#)
+        Box::pin(lifecycle.instrument(delivery_span()))
     }
 }
 
@@ -286,31 +257,33 @@ impl FromRequest for VerifiedEvent {
 }
 
 /// An extractor that takes the event from [`WebhookMiddleware`], or, on a route without it,
-/// verifies, parses, checks and claims by itself with the [`Receiver`] from
-/// `web::Data<Receiver>`.
+/// admits the delivery by itself with the [`Receiver`] from `web::Data<Receiver>`.
 ///
 /// Call [`commit`](WebhookDelivery::commit) once the event is handled (a no-op under the
 /// middleware, which settles the claim by your answer). Without the middleware it reads the
-/// payload itself, so put it before any other body extractor.
+/// payload itself, so put it before any other body extractor; dropping it unsettled (an error,
+/// a panic, a forgotten commit) releases the claim and logs a warning naming the event. Your
+/// handler runs inside the request then, so a sender that hangs up cancels it: prefer the
+/// middleware for handlers that may take seconds.
 #[derive(Debug)]
 pub struct WebhookDelivery {
     /// The verified event.
     pub event: VerifiedEvent,
-    claim: Option<ClaimGuard>,
+    settlement: Option<Settlement>,
 }
 
 impl WebhookDelivery {
     /// Marks the event handled, so redeliveries are answered as duplicates. A store failure is
     /// logged, not returned: the event has been handled either way.
     pub async fn commit(self) {
-        if let Some(claim) = self.claim {
-            settle(claim, true).await;
+        if let Some(settlement) = self.settlement {
+            settlement.commit().await;
         }
     }
 
-    /// The event, and its claim when this extractor made it.
-    pub fn into_parts(self) -> (VerifiedEvent, Option<ClaimGuard>) {
-        (self.event, self.claim)
+    /// The event, and its claim's settlement when this extractor made the claim.
+    pub fn into_parts(self) -> (VerifiedEvent, Option<Settlement>) {
+        (self.event, self.settlement)
     }
 }
 
@@ -320,7 +293,10 @@ impl FromRequest for WebhookDelivery {
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
         if let Some(event) = request.extensions().get::<VerifiedEvent>().cloned() {
-            return Box::pin(ready(Ok(Self { event, claim: None })));
+            return Box::pin(ready(Ok(Self {
+                event,
+                settlement: None,
+            })));
         }
         let Some(receiver) = request
             .app_data::<web::Data<Receiver>>()
@@ -330,22 +306,17 @@ impl FromRequest for WebhookDelivery {
         };
         let payload = payload.take();
         let request = request.clone();
-        let admit = async move {
-            let bytes = read_limited(&receiver, request.headers(), payload).await?;
-            let admitted = receiver
-                .admit(signature_values(request.headers()), bytes)
-                .await?;
-            let (event, claim) = admitted.into_parts();
-            Ok::<_, Rejection>(Self {
-                event,
-                claim: Some(claim),
-            })
-        };
         Box::pin(async move {
-            admit
+            let (event, settlement) = receiver
+                .admit_request(request.headers(), payload)
                 .instrument(delivery_span())
                 .await
-                .map_err(actix_web::Error::from)
+                .map_err(AnswerError)?
+                .into_parts();
+            Ok(Self {
+                event,
+                settlement: Some(settlement),
+            })
         })
     }
 }

@@ -10,15 +10,16 @@
 //!
 //! async fn handle(event: VerifiedEvent) -> &'static str {
 //!     println!("{} {:?}", event.kind(), event.message_id());
-//!     "ok" // a 2xx commits the claim; anything else releases it for the platform's retry
+//!     "ok" // 200 commits the claim; anything but a 2xx releases it for the platform's retry
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let secret = WebhookSecret::new(std::env::var("AISOULE_WEBHOOK_SECRET")?)?;
 //! let receiver = Receiver::new(Verifier::new(secret));
 //! let app = Router::new()
-//!     .route("/webhook", post(handle))
-//!     .layer(WebhookLayer::new(receiver));
+//!     // On the webhook route only: `/health` and unknown paths stay outside it.
+//!     .route("/webhook", post(handle).layer(WebhookLayer::new(receiver)))
+//!     .route("/health", axum::routing::get(|| async { "ok" }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
@@ -31,12 +32,18 @@
 //! | not JSON / not an event, stale timestamp, unreadable body | 400 |
 //! | any signature failure | 401, one identical body |
 //! | another delivery of it in flight | 409 |
-//! | body over the limit | 413 |
+//! | body over the limit, before or after decoding | 413 |
+//! | a `Content-Encoding` other than gzip or deflate | 415 |
+//! | the handler panicked | 500 |
 //! | idempotency store down | 503 with `Retry-After` |
 //!
-//! The layer verifies the bytes as they arrive. It does not decode `Content-Encoding`; if you
-//! add a request-decompression layer, put it outside this one, and the decoded bytes are what
-//! is verified.
+//! Your handler runs in a task of its own: when the platform hangs up at its 5 s deadline,
+//! the handler still runs to completion and settles the claim, so the retry is answered as a
+//! duplicate (or 409 while it still runs) instead of starting it again. Answer **200**: the
+//! platform counts nothing else as success.
+//!
+//! A gzip- or deflate-encoded body is decoded and the decoded bytes are verified, as on
+//! actix-web; the inner service gets them without `Content-Encoding`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,25 +52,26 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use bytes::{Buf, Bytes};
+use futures_util::StreamExt;
+use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyDataStream;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
-use crate::dedup::ClaimGuard;
 use crate::error::Rejection;
-use crate::receiver::{Receiver, VerifiedEvent, delivery_span, settle};
-use crate::verify::{AISOULE_SIGNATURE, WEBHOOK_SIGNATURE};
+use crate::receiver::{
+    Answer, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent, delivery_span,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl IntoResponse for Rejection {
+impl IntoResponse for Answer {
     fn into_response(self) -> Response {
-        let mut response = (self.status(), self.public_body()).into_response();
+        let mut response = (self.status(), self.body()).into_response();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(seconds) = self.retry_after_secs() {
@@ -73,57 +81,53 @@ impl IntoResponse for Rejection {
     }
 }
 
-/// Reads a body up to the receiver's limit: a declared `Content-Length` over the limit is
-/// refused before any byte is read, and a stream is cut off as soon as it passes the limit.
-async fn read_limited<B>(
-    receiver: &Receiver,
-    headers: &HeaderMap,
-    body: B,
-) -> Result<Bytes, Rejection>
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        Answer::from(&self).into_response()
+    }
+}
+
+impl IntoResponse for MissingReceiver {
+    fn into_response(self) -> Response {
+        Answer::from(self).into_response()
+    }
+}
+
+impl RequestHeaders for HeaderMap {
+    fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name).into_iter().map(HeaderValue::as_bytes)
+    }
+}
+
+/// The body as a stream of `Bytes` chunks, for the lifecycle to read up to its limit.
+fn chunks<B>(body: B) -> impl futures_util::Stream<Item = Result<Bytes, String>>
 where
     B: http_body::Body,
     B::Error: Into<BoxError>,
 {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    receiver.check_declared_length(declared)?;
-    let limit = receiver.body_limit().get();
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(Rejection::PayloadTooLarge { limit })
-        }
-        Err(error) => Err(Rejection::BodyUnreadable {
-            reason: error.to_string(),
-        }),
-    }
+    BodyDataStream::new(body).map(|chunk| match chunk {
+        Ok(mut data) => Ok(data.copy_to_bytes(data.remaining())),
+        Err(error) => Err(error.into().to_string()),
+    })
 }
 
-fn signature_values(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(WEBHOOK_SIGNATURE)
-        .into_iter()
-        .chain(headers.get_all(AISOULE_SIGNATURE))
-        .map(HeaderValue::as_bytes)
-}
-
-/// A tower [`Layer`] that verifies, parses, checks and claims each delivery before the
-/// service it wraps sees it.
+/// A tower [`Layer`] that runs the delivery lifecycle around the service it wraps: read,
+/// decode, verify, parse, check and claim; then call the service in a task of its own and
+/// settle the claim by its answer.
 ///
 /// Works with any tower service (axum routers and method routers, hyper, tonic). The inner
-/// service receives the request with a [`VerifiedEvent`] in its extensions and the original
+/// service receives the request with a [`VerifiedEvent`] in its extensions and the verified
 /// body bytes re-injected, so handlers can still take `Bytes` or `Json<T>`. A 2xx answer
-/// commits the claim; any other answer, a panic or a cancelled request releases it, so the
-/// platform's retry is processed.
+/// commits the claim; any other answer or a panic releases it, so the platform's retry is
+/// processed. The inner call is spawned on the tokio runtime, so it completes even when the
+/// client hangs up.
 #[derive(Debug, Clone)]
 pub struct WebhookLayer {
     receiver: Receiver,
 }
 
 impl WebhookLayer {
-    /// A layer running `receiver`'s checks.
+    /// A layer running `receiver`'s lifecycle.
     pub fn new(receiver: Receiver) -> Self {
         Self { receiver }
     }
@@ -171,76 +175,52 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let receiver = self.receiver.clone();
-        let pipeline = async move {
+        let span = delivery_span();
+        let lifecycle = async move {
             let (mut parts, body) = request.into_parts();
-            let bytes = match read_limited(&receiver, &parts.headers, body).await {
-                Ok(bytes) => bytes,
-                Err(rejection) => return Ok(rejection.into_response()),
-            };
-            let admitted = match receiver
-                .admit(signature_values(&parts.headers), bytes.clone())
-                .await
-            {
+            let admitted = match receiver.admit_request(&parts.headers, chunks(body)).await {
                 Ok(admitted) => admitted,
-                Err(rejection) => return Ok(rejection.into_response()),
+                Err(answer) => return Ok(answer.into_response()),
             };
-            let (event, claim) = admitted.into_parts();
-            parts.extensions.insert(event);
-            // If the handler panics or this future is dropped, `claim` is dropped unsettled,
-            // which releases it.
-            let answer = inner
-                .call(http::Request::from_parts(parts, Body::from(bytes)))
-                .await;
-            let handled = matches!(&answer, Ok(response) if response.status().is_success());
-            settle(claim, handled).await;
-            answer.map(|response| response.map(Body::new))
+            parts.extensions.insert(admitted.event().clone());
+            parts.headers.remove(CONTENT_ENCODING);
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(admitted.body().len()));
+            let request = http::Request::from_parts(parts, Body::from(admitted.body().clone()));
+            let run = admitted.run(inner.call(request), |answer| {
+                answer.as_ref().ok().map(http::Response::status)
+            });
+            match tokio::spawn(run.in_current_span()).await {
+                Ok(answer) => answer.map(|response| response.map(Body::new)),
+                Err(_panicked) => Ok(Answer::HANDLER_PANICKED.into_response()),
+            }
         };
-        Box::pin(pipeline.instrument(delivery_span()))
-    }
-}
-
-/// Returned when a handler asks for a [`VerifiedEvent`] on a route without [`WebhookLayer`].
-///
-/// A wiring mistake, answered with 500 so it is noticed; the handler does not run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("no WebhookLayer on this route: add `.layer(WebhookLayer::new(receiver))`")]
-pub struct MissingWebhookLayer;
-
-impl MissingWebhookLayer {
-    /// 500.
-    pub fn status(&self) -> StatusCode {
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
-}
-
-impl IntoResponse for MissingWebhookLayer {
-    fn into_response(self) -> Response {
-        tracing::error!("{self}");
-        (
-            self.status(),
-            r#"{"error":"webhook receiver misconfigured"}"#,
-        )
-            .into_response()
+        Box::pin(lifecycle.instrument(span))
     }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for VerifiedEvent {
-    type Rejection = MissingWebhookLayer;
+    type Rejection = MissingReceiver;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
             .get::<VerifiedEvent>()
             .cloned()
-            .ok_or(MissingWebhookLayer)
+            .ok_or(MissingReceiver)
     }
 }
 
-/// An extractor that verifies, parses, checks and claims by itself, for routes without
-/// [`WebhookLayer`]. The [`Receiver`] comes from the router state (`FromRef`).
+/// An extractor that admits the delivery by itself, for routes without [`WebhookLayer`].
+/// The [`Receiver`] comes from the router state (`FromRef`).
 ///
-/// Call [`commit`](WebhookDelivery::commit) once the event is handled; dropping it instead
-/// (an error return, a panic) releases the claim so the platform's retry is processed.
+/// Call [`commit`](WebhookDelivery::commit) once the event is handled. Dropping it instead
+/// (an error return, a panic, a forgotten commit) releases the claim so the platform's retry
+/// is processed, and logs a warning naming the event.
+///
+/// Your handler runs inside the request here, so a sender that hangs up cancels it: prefer
+/// [`WebhookLayer`], which runs the handler to completion, for handlers that may take seconds.
 ///
 /// ```no_run
 /// use axum::{Router, http::StatusCode, routing::post};
@@ -262,19 +242,19 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedEvent {
 pub struct WebhookDelivery {
     /// The verified event.
     pub event: VerifiedEvent,
-    claim: ClaimGuard,
+    settlement: Settlement,
 }
 
 impl WebhookDelivery {
     /// Marks the event handled, so redeliveries are answered as duplicates. A store failure
     /// is logged, not returned: the event has been handled either way.
     pub async fn commit(self) {
-        settle(self.claim, true).await;
+        self.settlement.commit().await;
     }
 
-    /// The event and its claim, to settle the claim yourself.
-    pub fn into_parts(self) -> (VerifiedEvent, ClaimGuard) {
-        (self.event, self.claim)
+    /// The event and its claim's settlement, to settle it yourself.
+    pub fn into_parts(self) -> (VerifiedEvent, Settlement) {
+        (self.event, self.settlement)
     }
 }
 
@@ -283,20 +263,16 @@ where
     Receiver: FromRef<S>,
     S: Send + Sync,
 {
-    type Rejection = Rejection;
+    type Rejection = Answer;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let receiver = Receiver::from_ref(state);
-        async move {
-            let (parts, body) = request.into_parts();
-            let bytes = read_limited(&receiver, &parts.headers, body).await?;
-            let (event, claim) = receiver
-                .admit(signature_values(&parts.headers), bytes)
-                .await?
-                .into_parts();
-            Ok(Self { event, claim })
-        }
-        .instrument(delivery_span())
-        .await
+        let (parts, body) = request.into_parts();
+        let (event, settlement) = receiver
+            .admit_request(&parts.headers, chunks(body))
+            .instrument(delivery_span())
+            .await?
+            .into_parts();
+        Ok(Self { event, settlement })
     }
 }

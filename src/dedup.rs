@@ -32,49 +32,66 @@
 
 use std::fmt;
 use std::future::Future;
-use std::hash::BuildHasher;
-use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
-use lru::LruCache;
 use sha2::{Digest, Sha256};
 
-use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, DedupError};
 use crate::event::Event;
 
+mod memory;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
-/// The key a delivery is deduplicated under: `namespace:kind:id:<message_id>`, or
-/// `namespace:kind:sha256:<digest of the raw body>` for events without a `message_id`.
+pub use memory::MemoryStore;
+
+/// The key a delivery is deduplicated under.
+///
+/// Its text is `<len>:<namespace>:<len>:<kind>:id:<message_id>`, or
+/// `<len>:<namespace>:<len>:<kind>:sha256:<digest of the raw body>` for events without a
+/// `message_id`, where each `<len>` is the byte length of the part after it. The lengths make
+/// the encoding injective: no two different (namespace, kind, id) triples give the same key,
+/// whatever characters the parts contain (an unknown event may be named `order:id:1`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DedupKey(String);
 
 impl DedupKey {
     /// The default key for an event.
     ///
-    /// Events with a `message_id` are keyed on kind plus id, so the statuses of one message
-    /// stay apart. Contacts, campaigns and transfers have no `message_id` and legitimately
-    /// recur (`contact.updated` for one contact), so they are keyed on kind plus a digest of
-    /// the exact body: a redelivery repeats the bytes, a new update does not.
+    /// Events with a non-empty `message_id` are keyed on kind plus id, so the statuses of one
+    /// message stay apart. Contacts, campaigns and transfers have no `message_id` and
+    /// legitimately recur (`contact.updated` for one contact), so they are keyed on kind plus
+    /// a digest of the exact body: a redelivery repeats the bytes, a new update does not. An
+    /// empty `message_id` identifies nothing, so it is keyed like a missing one: two different
+    /// events that both send `""` never collide.
     pub fn for_event(event: &Event, namespace: Option<&str>) -> Self {
         let kind = event.kind().as_str();
-        let namespace = namespace.unwrap_or("");
-        match event.message_id() {
-            Some(id) => Self(format!("{namespace}:{kind}:id:{id}")),
+        match event.message_id().filter(|id| !id.is_empty()) {
+            Some(id) => Self::from_parts(namespace, kind, "id", id),
             None => {
                 let digest = Sha256::digest(event.raw());
-                Self(format!(
-                    "{namespace}:{kind}:sha256:{}",
-                    const_hex::encode(&digest[..16])
-                ))
+                Self::from_parts(namespace, kind, "sha256", &const_hex::encode(&digest[..16]))
             }
         }
+    }
+
+    /// `<len>:<namespace>:<len>:<kind>:<tag>:<rest>`. The tag is fixed text chosen by this
+    /// crate and the rest runs to the end, so the lengths alone make the encoding injective.
+    fn from_parts(namespace: Option<&str>, kind: &str, tag: &str, rest: &str) -> Self {
+        use std::fmt::Write as _;
+        let namespace = namespace.unwrap_or("");
+        let mut key = String::with_capacity(namespace.len() + kind.len() + rest.len() + 16);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            key,
+            "{}:{namespace}:{}:{kind}:{tag}:{rest}",
+            namespace.len(),
+            kind.len()
+        );
+        Self(key)
     }
 
     /// A key from your own text (see [`Deduplicator::with_key_fn`]).
@@ -94,14 +111,30 @@ impl fmt::Display for DedupKey {
     }
 }
 
-/// Proof of one claim, so that only its owner can commit or release it.
+/// Proof of one claim, so that only its owner can renew, commit or release it.
+///
+/// Tokens are 128 random bits, chosen by the [`Deduplicator`] *before* it asks the store, so
+/// that a claim whose request was cancelled mid-flight can still be released by its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClaimToken(u128);
 
 impl ClaimToken {
-    /// A token with the given value; stores make them unique among live claims.
+    /// A token with the given value.
     pub fn new(value: u128) -> Self {
         Self(value)
+    }
+
+    /// A fresh random token: unique among live claims on every replica sharing a store.
+    ///
+    /// # Errors
+    ///
+    /// [`DedupError::Unavailable`] when the operating system has no randomness to give.
+    pub fn random() -> Result<Self, DedupError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| DedupError::Unavailable {
+            reason: format!("no randomness for a claim token: {e}"),
+        })?;
+        Ok(Self(u128::from_le_bytes(bytes)))
     }
 
     /// The token's value.
@@ -114,8 +147,8 @@ impl ClaimToken {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoreClaim {
-    /// The key was free and is now claimed for the lease, with this token.
-    Acquired(ClaimToken),
+    /// The key was free and is now claimed for the lease, with the caller's token.
+    Acquired,
     /// The key was completed within the TTL.
     Completed,
     /// Another delivery holds an unexpired claim on the key.
@@ -127,14 +160,40 @@ pub enum StoreClaim {
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DedupError>> + Send + 'a>>;
 
 /// Where claims live. [`MemoryStore`] and, with the `redis` feature, [`redis::RedisStore`]
-/// implement it; so can your own store.
+/// implement it; so can your own store. `test_util::store_suite` (feature `test-util`) runs
+/// the behaviour every store must have against yours.
+///
+/// # When the work happens, and what cancellation does
+///
+/// A method may do its work when it is called ([`MemoryStore`] does, and returns a ready
+/// future) or when its future is polled ([`redis::RedisStore`] does). Either way the caller
+/// assumes that a dropped future *may* have taken effect, and the protocol is built so that
+/// this is safe: the caller chose the token before calling [`claim`](Self::claim), and if that
+/// future is dropped it calls [`release_detached`](Self::release_detached) with the same
+/// token, which frees the key if, and only if, the claim went through. Commit and release
+/// are only ever run to completion by this crate (in a task of their own), so a store need
+/// not make them cancel-safe beyond being atomic.
 ///
 /// # Errors
 ///
 /// Every method returns a [`DedupError`] when the store cannot answer.
 pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
-    /// Claims `key` for `lease`, unless it is completed or validly claimed.
-    fn claim<'a>(&'a self, key: &'a DedupKey, lease: Duration) -> StoreFuture<'a, StoreClaim>;
+    /// Claims `key` for `lease` under `token`, unless it is completed or validly claimed.
+    fn claim<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, StoreClaim>;
+
+    /// Extends the claim to `lease` from now, if `token` still owns it.
+    /// Returns [`DedupError::LeaseLost`] when it does not.
+    fn renew<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, ()>;
 
     /// Marks `key` completed for `ttl`, if `token` still owns it (or nobody does).
     /// Returns [`DedupError::LeaseLost`] when another claim has taken or completed it.
@@ -148,8 +207,9 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
     /// Frees `key` if `token` still owns it; otherwise does nothing.
     fn release<'a>(&'a self, key: &'a DedupKey, token: ClaimToken) -> StoreFuture<'a, ()>;
 
-    /// Frees `key` from a destructor, without blocking: a dropped [`ClaimGuard`] calls this.
-    /// A store that needs I/O spawns it; if it cannot, the lease expiry frees the key.
+    /// Frees `key` if `token` still owns it, from a destructor, without blocking: a dropped
+    /// [`ClaimGuard`] (or a dropped claim request) calls this. A store that needs I/O spawns
+    /// it; if it cannot, the lease expiry frees the key.
     fn release_detached(&self, key: DedupKey, token: ClaimToken);
 }
 
@@ -174,6 +234,7 @@ pub struct ClaimGuard {
     store: Option<Arc<dyn IdempotencyStore>>,
     key: DedupKey,
     token: Option<ClaimToken>,
+    lease: Duration,
     ttl: Duration,
 }
 
@@ -197,6 +258,25 @@ impl ClaimGuard {
     /// [`Deduplicator::fail_open_on_store_error`].
     pub fn is_guarded(&self) -> bool {
         self.store.is_some()
+    }
+
+    /// The lease this claim was taken for, and is renewed to.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Extends the claim to a full lease from now, so that a handler running longer than the
+    /// lease is not started a second time by a redelivery.
+    ///
+    /// # Errors
+    ///
+    /// [`DedupError::LeaseLost`] when the lease had already expired and another delivery took
+    /// the key, or a store error.
+    pub async fn renew(&self) -> Result<(), DedupError> {
+        match (&self.store, self.token) {
+            (Some(store), Some(token)) => store.renew(&self.key, token, self.lease).await,
+            _ => Ok(()),
+        }
     }
 
     /// Marks the event handled: redeliveries within the TTL are duplicates from now on.
@@ -223,6 +303,14 @@ impl ClaimGuard {
             (Some(store), Some(token)) => store.release(&self.key, token).await,
             _ => Ok(()),
         }
+    }
+}
+
+impl ClaimGuard {
+    /// Forgets the claim without releasing it: the store said it never took effect.
+    fn disarm(&mut self) {
+        self.store = None;
+        self.token = None;
     }
 }
 
@@ -329,22 +417,23 @@ impl Deduplicator {
     }
 
     /// Keeps this webhook's keys apart from another's on a shared store (name it after the
-    /// webhook). Defaults to none.
+    /// webhook). Defaults to none. Any text will do: keys encode each part's length, so no
+    /// character can make two webhooks' keys collide.
     ///
     /// # Errors
     ///
-    /// [`ConfigError::NamespaceHasSeparator`] when `namespace` contains `:`.
+    /// [`ConfigError::EmptyNamespace`] for an empty namespace, which would be the same as none.
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Result<Self, ConfigError> {
         let namespace = namespace.into();
-        if namespace.contains(':') {
-            return Err(ConfigError::NamespaceHasSeparator { namespace });
+        if namespace.is_empty() {
+            return Err(ConfigError::EmptyNamespace);
         }
         self.namespace = Some(namespace.into());
         Ok(self)
     }
 
     /// Replaces the default keying ([`DedupKey::for_event`]) with your own. The namespace is
-    /// still prefixed.
+    /// still prefixed, length-encoded, so your keys never collide with another webhook's.
     pub fn with_key_fn(
         mut self,
         key_fn: impl Fn(&Event) -> String + Send + Sync + 'static,
@@ -388,11 +477,9 @@ impl Deduplicator {
     /// The key `event` is claimed under.
     pub fn key_for(&self, event: &Event) -> DedupKey {
         match &self.key_fn {
-            Some(key_fn) => DedupKey(format!(
-                "{}:{}",
-                self.namespace.as_deref().unwrap_or(""),
-                key_fn(event)
-            )),
+            Some(key_fn) => {
+                DedupKey::from_parts(self.namespace.as_deref(), "", "fn", &key_fn(event))
+            }
             None => DedupKey::for_event(event, self.namespace.as_deref()),
         }
     }
@@ -413,21 +500,34 @@ impl Deduplicator {
     ///
     /// As for [`claim`](Self::claim).
     pub async fn claim_key(&self, key: DedupKey) -> Result<Claim, DedupError> {
-        match self.store.claim(&key, self.lease).await {
-            Ok(StoreClaim::Acquired(token)) => Ok(Claim::Fresh(ClaimGuard {
-                store: Some(Arc::clone(&self.store)),
-                key,
-                token: Some(token),
-                ttl: self.ttl,
-            })),
-            Ok(StoreClaim::Completed) => Ok(Claim::Duplicate),
-            Ok(StoreClaim::InFlight) => Ok(Claim::InFlight),
+        // The guard exists before the store is asked: if this future is dropped while the
+        // store is answering, the guard's drop releases whatever the claim did, by its token.
+        let mut guard = ClaimGuard {
+            store: Some(Arc::clone(&self.store)),
+            key,
+            token: Some(ClaimToken::random()?),
+            lease: self.lease,
+            ttl: self.ttl,
+        };
+        let token = guard.token.expect("set above");
+        match self.store.claim(&guard.key, token, self.lease).await {
+            Ok(StoreClaim::Acquired) => Ok(Claim::Fresh(guard)),
+            Ok(StoreClaim::Completed) => {
+                guard.disarm();
+                Ok(Claim::Duplicate)
+            }
+            Ok(StoreClaim::InFlight) => {
+                guard.disarm();
+                Ok(Claim::InFlight)
+            }
+            // The claim may have gone through before the error: `guard` releases it on drop.
             Err(error) if self.fail_open => {
-                tracing::warn!(%error, key = %key, "idempotency store failed; failing open");
+                tracing::warn!(%error, key = %guard.key, "idempotency store failed; failing open");
                 Ok(Claim::Fresh(ClaimGuard {
                     store: None,
-                    key,
+                    key: guard.key.clone(),
                     token: None,
+                    lease: self.lease,
                     ttl: self.ttl,
                 }))
             }
@@ -436,227 +536,33 @@ impl Deduplicator {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Entry {
-    InFlight { token: ClaimToken, until_ms: u64 },
-    Done { until_ms: u64 },
-}
-
-impl Entry {
-    fn until_ms(&self) -> u64 {
-        match self {
-            Self::InFlight { until_ms, .. } | Self::Done { until_ms } => *until_ms,
-        }
-    }
-}
-
-type Shard = Mutex<LruCache<DedupKey, Entry>>;
-
-/// The default store: a bounded, sharded LRU in this process's memory.
-///
-/// Right for a receiver that runs as one process. Behind a load balancer with several
-/// replicas, a redelivery can reach a replica that never saw the first delivery: use the
-/// Redis store there.
-///
-/// * Bounded: it never holds more than its capacity (default 100 000 keys), whatever arrives;
-///   the least recently used key is evicted, and evictions are counted
-///   ([`MemoryStore::evictions`]). A key evicted before its TTL can be handled again, so size
-///   the capacity above your peak events per TTL.
-/// * Sharded: keys are spread over independent locks, so concurrent requests rarely wait.
-/// * Its clock is injectable ([`MemoryStore::with_clock`]), so tests can expire leases and
-///   TTLs without sleeping.
-pub struct MemoryStore {
-    shards: Box<[Shard]>,
-    hasher: std::hash::RandomState,
-    clock: Arc<dyn Clock>,
-    capacity: usize,
-    evictions: AtomicU64,
-    next_token: AtomicU64,
-}
-
-impl fmt::Debug for MemoryStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryStore")
-            .field("capacity", &self.capacity)
-            .field("shards", &self.shards.len())
-            .field("evictions", &self.evictions())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for MemoryStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl MemoryStore {
-    /// 100 000 keys.
-    pub const DEFAULT_CAPACITY: usize = 100_000;
-    const SHARDS: usize = 16;
-
-    /// A store holding up to [`MemoryStore::DEFAULT_CAPACITY`] keys.
-    pub fn new() -> Self {
-        Self::with_capacity(NonZeroUsize::new(Self::DEFAULT_CAPACITY).expect("nonzero"))
-    }
-
-    /// A store holding at most `capacity` keys, split evenly over its shards.
-    pub fn with_capacity(capacity: NonZeroUsize) -> Self {
-        let capacity = capacity.get();
-        let shard_count = capacity.min(Self::SHARDS);
-        let shards = (0..shard_count)
-            .map(|i| {
-                // Spread the remainder so the shard capacities add up to exactly `capacity`.
-                let size = capacity / shard_count + usize::from(i < capacity % shard_count);
-                Mutex::new(LruCache::new(NonZeroUsize::new(size).expect("size ≥ 1")))
-            })
-            .collect();
-        Self {
-            shards,
-            hasher: std::hash::RandomState::new(),
-            clock: Arc::new(SystemClock),
-            capacity,
-            evictions: AtomicU64::new(0),
-            next_token: AtomicU64::new(1),
-        }
-    }
-
-    /// Reads time from `clock` instead of the system clock. Defaults to [`SystemClock`].
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// The most keys it holds.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// How many keys it holds now, including expired ones not yet overwritten.
-    pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
-    }
-
-    /// Whether it holds no keys.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// How many keys were evicted to respect the capacity, since the store was made.
-    pub fn evictions(&self) -> u64 {
-        self.evictions.load(Ordering::Relaxed)
-    }
-
-    fn shard(&self, key: &DedupKey) -> &Shard {
-        let index = self.hasher.hash_one(key) as usize % self.shards.len();
-        &self.shards[index]
-    }
-
-    fn now_ms(&self) -> u64 {
-        let since_epoch = self
-            .clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn claim_now(&self, key: &DedupKey, lease: Duration) -> StoreClaim {
-        let now = self.now_ms();
-        let mut shard = lock(self.shard(key));
-        let token = ClaimToken(u128::from(self.next_token.fetch_add(1, Ordering::Relaxed)));
-        let claimed = Entry::InFlight {
-            token,
-            until_ms: now.saturating_add(millis(lease)),
-        };
-        match shard.get_mut(key) {
-            Some(Entry::Done { until_ms }) if *until_ms > now => StoreClaim::Completed,
-            Some(Entry::InFlight { until_ms, .. }) if *until_ms > now => StoreClaim::InFlight,
-            Some(expired) => {
-                *expired = claimed;
-                StoreClaim::Acquired(token)
-            }
-            None => {
-                self.insert(&mut shard, key, claimed);
-                StoreClaim::Acquired(token)
-            }
-        }
-    }
-
-    /// Adds a key that is not stored, counting the entry the LRU evicts to make room.
-    fn insert(&self, shard: &mut LruCache<DedupKey, Entry>, key: &DedupKey, entry: Entry) {
-        if shard.push(key.clone(), entry).is_some() {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn commit_now(
-        &self,
-        key: &DedupKey,
-        token: ClaimToken,
-        ttl: Duration,
-    ) -> Result<(), DedupError> {
-        let now = self.now_ms();
-        let mut shard = lock(self.shard(key));
-        let done = Entry::Done {
-            until_ms: now.saturating_add(millis(ttl)),
-        };
-        match shard.get_mut(key) {
-            Some(entry) => {
-                let ours = matches!(entry, Entry::InFlight { token: held, .. } if *held == token);
-                if !ours && entry.until_ms() > now {
-                    return Err(DedupError::LeaseLost {
-                        key: key.to_string(),
-                    });
-                }
-                // Ours, or expired and not retaken: completed now, updated in place.
-                *entry = done;
-            }
-            // Evicted meanwhile: record it anyway.
-            None => self.insert(&mut shard, key, done),
-        }
-        Ok(())
-    }
-
-    fn release_now(&self, key: &DedupKey, token: ClaimToken) {
-        let mut shard = lock(self.shard(key));
-        if matches!(shard.peek(key), Some(Entry::InFlight { token: t, .. }) if *t == token) {
-            shard.pop(key);
-        }
-    }
-}
-
-fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, LruCache<DedupKey, Entry>> {
-    // A panic never happens while a shard is locked, and the map stays consistent anyway.
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl IdempotencyStore for MemoryStore {
-    fn claim<'a>(&'a self, key: &'a DedupKey, lease: Duration) -> StoreFuture<'a, StoreClaim> {
-        let claimed = self.claim_now(key, lease);
-        Box::pin(std::future::ready(Ok(claimed)))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(key: &str) -> (String, String, String) {
+        let (len, rest) = key.split_once(':').unwrap();
+        let len: usize = len.parse().unwrap();
+        let (namespace, rest) = (&rest[..len], &rest[len + 1..]);
+        let (len, rest) = rest.split_once(':').unwrap();
+        let len: usize = len.parse().unwrap();
+        (
+            namespace.to_owned(),
+            rest[..len].to_owned(),
+            rest[len + 1..].to_owned(),
+        )
     }
 
-    fn commit<'a>(
-        &'a self,
-        key: &'a DedupKey,
-        token: ClaimToken,
-        ttl: Duration,
-    ) -> StoreFuture<'a, ()> {
-        let committed = self.commit_now(key, token, ttl);
-        Box::pin(std::future::ready(committed))
-    }
-
-    fn release<'a>(&'a self, key: &'a DedupKey, token: ClaimToken) -> StoreFuture<'a, ()> {
-        self.release_now(key, token);
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn release_detached(&self, key: DedupKey, token: ClaimToken) {
-        self.release_now(&key, token);
+    #[test]
+    fn the_encoding_decodes_back_to_its_parts() {
+        let key = DedupKey::from_parts(Some("a:1:b"), "order:id:1", "id", "x:y");
+        assert_eq!(
+            decode(key.as_str()),
+            ("a:1:b".into(), "order:id:1".into(), "id:x:y".into())
+        );
     }
 }

@@ -121,11 +121,13 @@ pub enum ParseError {
         /// The JSON type found instead.
         found: &'static str,
     },
-    /// A key that decides dispatch or deduplication appears twice, so two JSON parsers could
-    /// disagree about what this delivery is.
+    /// A key that decides dispatch, deduplication or freshness appears twice, so two JSON
+    /// parsers could disagree about what this delivery is. The rule covers `$.event`,
+    /// `$.timestamp`, `$.data` and `$.data.message_id`.
     #[error("{path}: the key appears more than once")]
     DuplicateKey {
-        /// The JSON path of the repeated key: `$.event` or `$.data.message_id`.
+        /// The JSON path of the repeated key: `$.event`, `$.timestamp`, `$.data` or
+        /// `$.data.message_id`.
         path: &'static str,
     },
 }
@@ -162,12 +164,9 @@ pub enum DedupError {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A dedup namespace contains `:`, the key separator, so two webhooks' keys could collide.
-    #[error("the dedup namespace {namespace:?} contains `:`, which separates the parts of a key")]
-    NamespaceHasSeparator {
-        /// The namespace given.
-        namespace: String,
-    },
+    /// A dedup namespace is empty, which would mean the same as no namespace.
+    #[error("the dedup namespace is empty; leave it unset for no namespace")]
+    EmptyNamespace,
     /// The dedup TTL is shorter than the replay tolerance, so a replay could arrive after its
     /// key was forgotten yet before it counts as stale.
     #[error(
@@ -180,6 +179,9 @@ pub enum ConfigError {
         /// The replay tolerance in seconds.
         tolerance_secs: u64,
     },
+    /// The body limit is zero, so every delivery would be refused.
+    #[error("the body limit must be at least one byte")]
+    ZeroBodyLimit,
     /// A duration that must be positive is zero.
     #[error("{setting} must be longer than zero")]
     ZeroDuration {
@@ -188,105 +190,4 @@ pub enum ConfigError {
     },
 }
 
-/// Why the integrations did not hand a delivery to your handler, and what they answered.
-///
-/// [`Rejection::status`] is the one status map both frameworks use. Every signature failure
-/// gets the same 401 with the same body; the variant keeps the detail for your logs.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// The body is larger than the configured [`BodyLimit`](crate::BodyLimit) (413).
-    #[error("the body exceeds the {limit}-byte limit")]
-    PayloadTooLarge {
-        /// The limit in bytes.
-        limit: usize,
-    },
-    /// The body could not be read, or could not be decoded (400).
-    #[error("the body could not be read: {reason}")]
-    BodyUnreadable {
-        /// What went wrong.
-        reason: String,
-    },
-    /// The signature did not verify (401).
-    #[error("signature rejected: {0}")]
-    Signature(#[from] VerifyError),
-    /// The verified body is not an AISoule event (400).
-    #[error("not an AISoule event: {0}")]
-    Parse(#[from] ParseError),
-    /// The event's timestamp is outside the replay tolerance: a replay, or a badly wrong clock
-    /// (400).
-    #[error(
-        "the event is {skew_secs} s away from now, beyond the {tolerance_secs} s replay tolerance"
-    )]
-    Stale {
-        /// How far the event's timestamp is from now, in whole seconds.
-        skew_secs: u64,
-        /// The tolerance, in seconds.
-        tolerance_secs: u64,
-    },
-    /// Already handled within the TTL (200, so the platform stops retrying; the handler is
-    /// not called).
-    #[error("duplicate delivery of an event already handled")]
-    Duplicate,
-    /// Another delivery of this event is being handled right now (409, so the platform retries
-    /// later).
-    #[error("another delivery of this event is being handled")]
-    InFlight,
-    /// The idempotency store could not answer (503 with `Retry-After`, so the platform retries).
-    #[error("the idempotency store failed: {0}")]
-    Store(#[from] DedupError),
-}
-
-impl Rejection {
-    /// The HTTP status the platform receives.
-    pub fn status(&self) -> http::StatusCode {
-        use http::StatusCode;
-        match self {
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyUnreadable { .. } | Self::Parse(_) | Self::Stale { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::Signature(_) => StatusCode::UNAUTHORIZED,
-            Self::Duplicate => StatusCode::OK,
-            Self::InFlight => StatusCode::CONFLICT,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// The `Retry-After` value in seconds, for the answers that invite a retry.
-    pub fn retry_after_secs(&self) -> Option<u64> {
-        // The platform's own first retry comes after 10 s; asking for the same keeps both in step.
-        matches!(self, Self::Store(_)).then_some(10)
-    }
-
-    /// The JSON body sent with the status. It never carries signature details, so every
-    /// signature failure looks identical from outside.
-    pub fn public_body(&self) -> String {
-        let message = match self {
-            Self::PayloadTooLarge { .. } => "payload too large",
-            Self::BodyUnreadable { .. } => "unreadable body",
-            Self::Signature(_) => "invalid signature",
-            Self::Parse(_) => "not an AISoule event",
-            Self::Stale { .. } => "stale event",
-            Self::Duplicate => return r#"{"status":"duplicate"}"#.to_owned(),
-            Self::InFlight => "delivery in progress; retry later",
-            Self::Store(_) => "temporarily unavailable; retry later",
-        };
-        format!(r#"{{"error":"{message}"}}"#)
-    }
-
-    /// A short, stable name for logs and metrics: `too_large`, `unreadable`, `signature`,
-    /// `parse`, `stale`, `duplicate`, `in_flight`, `store`.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            Self::PayloadTooLarge { .. } => "too_large",
-            Self::BodyUnreadable { .. } => "unreadable",
-            Self::Signature(_) => "signature",
-            Self::Parse(_) => "parse",
-            Self::Stale { .. } => "stale",
-            Self::Duplicate => "duplicate",
-            Self::InFlight => "in_flight",
-            Self::Store(_) => "store",
-        }
-    }
-}
+pub use crate::receiver::Rejection;

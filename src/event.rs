@@ -183,6 +183,13 @@ impl Timestamp {
         Self::from_offset_date_time(OffsetDateTime::from_unix_timestamp(seconds).ok()?)
     }
 
+    /// The timestamp `millis` milliseconds after the unix epoch, if it falls in years 0000 to
+    /// 9999.
+    pub fn from_unix_millis(millis: i64) -> Option<Self> {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).ok()?;
+        Self::from_offset_date_time(at)
+    }
+
     /// The one way in, so that every timestamp can be written back as RFC 3339.
     fn from_offset_date_time(at: OffsetDateTime) -> Option<Self> {
         let utc = at.checked_to_offset(time::UtcOffset::UTC)?;
@@ -263,8 +270,14 @@ impl Serialize for Timestamp {
 
 /// The event's `timestamp` field, read leniently: no form of it ever fails a delivery.
 ///
-/// Accepted: RFC 3339 with any offset and fractional seconds; unix seconds as a JSON integer or
-/// as a string of digits. `null` counts as absent.
+/// Read: RFC 3339 with any offset and fractional seconds; unix seconds as a JSON integer or as
+/// a string of digits; unix **milliseconds** the same ways, recognised by their size (any value
+/// of 10^11 or more, which as seconds would be after the year 5138). `null` counts as absent.
+///
+/// Everything else (a float, ISO 8601 without an offset, a year past 9999, `"yesterday"`) is
+/// kept as [`EventTime::Unreadable`] and logged at warn with its form. The receiver then skips
+/// the replay check for it, or refuses it with 400 when built with
+/// [`refuse_unreadable_timestamps`](crate::receiver::ReceiverBuilder::refuse_unreadable_timestamps).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -296,7 +309,15 @@ impl EventTime {
     }
 
     fn from_unix_seconds(seconds: i64, raw: impl FnOnce() -> Value) -> Self {
-        match Timestamp::from_unix_seconds(seconds) {
+        // Unix seconds reach 10^11 only in the year 5138; a value that large is milliseconds,
+        // which some senders and proxies use.
+        const MILLIS_FROM: i64 = 100_000_000_000;
+        let at = if seconds.unsigned_abs() >= MILLIS_FROM.unsigned_abs() {
+            Timestamp::from_unix_millis(seconds)
+        } else {
+            Timestamp::from_unix_seconds(seconds)
+        };
+        match at {
             Some(at) => Self::At { at },
             None => Self::unreadable(raw(), "unix seconds outside years 0000 to 9999"),
         }

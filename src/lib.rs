@@ -85,11 +85,9 @@ pub mod verify;
 pub use dedup::{Claim, Deduplicator, MemoryStore};
 pub use error::{ConfigError, DedupError, ParseError, Rejection, SecretError, VerifyError};
 pub use event::{Event, EventKind, Payload};
-pub use receiver::{Receiver, VerifiedEvent};
+pub use receiver::{Admission, Answer, BodyLimit, Receiver, VerifiedEvent};
 pub use secret::WebhookSecret;
-pub use verify::{
-    AISOULE_SIGNATURE, BodyLimit, Signature, Verified, Verifier, WEBHOOK_SIGNATURE, sign,
-};
+pub use verify::{AISOULE_SIGNATURE, Signature, Verified, Verifier, WEBHOOK_SIGNATURE, sign};
 
 // The README's code blocks compile and run as doctests.
 #[cfg(all(

@@ -30,41 +30,6 @@ const TAG_LEN: usize = 32;
 const PREFIX: &[u8] = b"sha256=";
 const DOCS_PLACEHOLDER: &[u8] = b"MOCK_SIGNATURE";
 
-/// The largest request body the integrations read.
-///
-/// Defaults to 1 MiB, far above any documented payload (they are under 1 KiB) and small enough
-/// that a flood of oversized bodies cannot exhaust memory.
-///
-/// ```
-/// use aisoule_webhooks::BodyLimit;
-///
-/// assert_eq!(BodyLimit::default().get(), 1024 * 1024);
-/// assert_eq!(BodyLimit::bytes(64 * 1024).get(), 65_536);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BodyLimit(usize);
-
-impl BodyLimit {
-    /// 1 MiB.
-    pub const DEFAULT: Self = Self(1024 * 1024);
-
-    /// A limit of `bytes` bytes.
-    pub const fn bytes(bytes: usize) -> Self {
-        Self(bytes)
-    }
-
-    /// The limit in bytes.
-    pub const fn get(self) -> usize {
-        self.0
-    }
-}
-
-impl Default for BodyLimit {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
 /// An HMAC-SHA256 signature of a body, as AISoule computes it.
 ///
 /// Made by [`sign`]; gives the header value in both of the forms the platform uses.

@@ -50,6 +50,17 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
+/// Extends the claim only if the token still owns it.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        end
+        return 0",
+    )
+});
+
 /// Frees the key only if the token still owns it.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -125,6 +136,34 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Runs a script that changes `key` for `duration` only while `token` owns it (renew and
+    /// commit), answering 1 when it did.
+    async fn while_owned(
+        &self,
+        script: &Script,
+        key: &DedupKey,
+        token: ClaimToken,
+        duration: Duration,
+    ) -> Result<(), DedupError> {
+        let mut connection = self.connection.clone();
+        let changed: i64 = script
+            .key(self.redis_key(key))
+            .arg(token_text(token))
+            .arg(px_millis(duration))
+            .arg(DONE)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        match changed {
+            1 => Ok(()),
+            _ => Err(DedupError::LeaseLost {
+                key: key.to_string(),
+            }),
+        }
+    }
+}
+
 fn unavailable(error: RedisError) -> DedupError {
     DedupError::Unavailable {
         reason: error.to_string(),
@@ -135,23 +174,19 @@ fn token_text(token: ClaimToken) -> String {
     format!("{:032x}", token.value())
 }
 
-fn random_token() -> Result<ClaimToken, DedupError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| DedupError::Unavailable {
-        reason: format!("no randomness for a claim token: {e}"),
-    })?;
-    Ok(ClaimToken::new(u128::from_le_bytes(bytes)))
-}
-
 fn px_millis(duration: Duration) -> u64 {
     // PX 0 is an error in Redis; a lease or TTL always lasts at least a millisecond.
     super::millis(duration).max(1)
 }
 
 impl IdempotencyStore for RedisStore {
-    fn claim<'a>(&'a self, key: &'a DedupKey, lease: Duration) -> StoreFuture<'a, StoreClaim> {
+    fn claim<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, StoreClaim> {
         Box::pin(async move {
-            let token = random_token()?;
             let mut connection = self.connection.clone();
             let answer: i64 = CLAIM
                 .key(self.redis_key(key))
@@ -162,7 +197,7 @@ impl IdempotencyStore for RedisStore {
                 .await
                 .map_err(unavailable)?;
             match answer {
-                0 => Ok(StoreClaim::Acquired(token)),
+                0 => Ok(StoreClaim::Acquired),
                 1 => Ok(StoreClaim::Completed),
                 2 => Ok(StoreClaim::InFlight),
                 other => Err(DedupError::UnexpectedReply {
@@ -172,29 +207,22 @@ impl IdempotencyStore for RedisStore {
         })
     }
 
+    fn renew<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.while_owned(&RENEW, key, token, lease))
+    }
+
     fn commit<'a>(
         &'a self,
         key: &'a DedupKey,
         token: ClaimToken,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let committed: i64 = COMMIT
-                .key(self.redis_key(key))
-                .arg(token_text(token))
-                .arg(px_millis(ttl))
-                .arg(DONE)
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
-            match committed {
-                1 => Ok(()),
-                _ => Err(DedupError::LeaseLost {
-                    key: key.to_string(),
-                }),
-            }
-        })
+        Box::pin(self.while_owned(&COMMIT, key, token, ttl))
     }
 
     fn release<'a>(&'a self, key: &'a DedupKey, token: ClaimToken) -> StoreFuture<'a, ()> {

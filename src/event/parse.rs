@@ -632,6 +632,20 @@ impl<'de> Deserialize<'de> for Envelope {
     }
 }
 
+impl Envelope {
+    /// Stores a deciding key's value, noting the first key that was sent twice.
+    fn keep_once<T>(
+        &mut self,
+        slot: impl FnOnce(&mut Self) -> &mut Option<T>,
+        value: T,
+        path: &'static str,
+    ) {
+        if slot(self).replace(value).is_some() {
+            self.duplicate.get_or_insert(path);
+        }
+    }
+}
+
 struct EnvelopeVisitor;
 
 impl EnvelopeVisitor {
@@ -677,19 +691,23 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
         let mut envelope = Envelope::default();
         while let Some(key) = map.next_key::<TopKey>()? {
             match key {
+                // The one rule for every key that decides dispatch, deduplication or
+                // freshness: sent twice, it is refused, because two JSON parsers (ours and the
+                // sender's, or the user's) could each keep a different one.
                 TopKey::Event => {
                     let value = map.next_value::<EventField>()?;
-                    if envelope.event.replace(value).is_some() {
-                        envelope.duplicate.get_or_insert("$.event");
-                    }
+                    envelope.keep_once(|e| &mut e.event, value, "$.event");
                 }
-                TopKey::Timestamp => envelope.timestamp = Some(map.next_value()?),
+                TopKey::Timestamp => {
+                    let value = map.next_value::<TimestampField>()?;
+                    envelope.keep_once(|e| &mut e.timestamp, value, "$.timestamp");
+                }
                 TopKey::Data => {
                     let data = map.next_value::<DataValue>()?;
                     if matches!(&data, DataValue::Object(o) if o.duplicate_message_id) {
                         envelope.duplicate.get_or_insert("$.data.message_id");
                     }
-                    envelope.data = Some(data);
+                    envelope.keep_once(|e| &mut e.data, data, "$.data");
                 }
                 TopKey::Other(key) => {
                     let value = map.next_value()?;

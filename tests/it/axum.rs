@@ -52,43 +52,6 @@ async fn serve(app: Router) -> SocketAddr {
 
 e2e_cases!(Axum);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_handler_releases_its_claim() {
-    let recorder = Recorder::default();
-    let app = Router::new()
-        .route(
-            "/webhook",
-            post(
-                |State(recorder): State<Recorder>, event: VerifiedEvent, body: Bytes| async move {
-                    let first = recorder.handled().is_empty();
-                    recorder.handle(&event, body).await;
-                    assert!(!first, "the handler panics on its first call");
-                    StatusCode::OK
-                },
-            ),
-        )
-        .layer(WebhookLayer::new(test_receiver()))
-        .with_state(recorder.clone());
-    let url = format!("http://{}/webhook", serve(app).await);
-    let delivery = message(Dialect::Help, "panic-1");
-    assert!(
-        reqwest::Client::new()
-            .post(&url)
-            .header("x-webhook-signature", delivery.signature_value())
-            .body(delivery.body().clone())
-            .send()
-            .await
-            .is_err(),
-        "the connection is dropped when the handler panics"
-    );
-    assert_eq!(
-        e2e::post(&url, &delivery.redelivery()).await.0,
-        200,
-        "the retry is processed"
-    );
-    assert_eq!(recorder.handled().len(), 2);
-}
-
 #[tokio::test]
 async fn the_layer_works_with_oneshot_and_the_extractor_without_a_layer() {
     // The layer around a plain tower service, driven in-process.

@@ -372,16 +372,16 @@ fn keys_and_configuration() {
     assert_eq!(dedup.ttl(), Duration::from_secs(86_400));
     assert_eq!(
         dedup.key_for(&event("message.read", "m1")).as_str(),
-        ":message.read:id:m1"
+        "0::12:message.read:id:m1"
     );
     let named = Deduplicator::in_memory().with_namespace("crm").unwrap();
     assert_eq!(
         named.key_for(&event("message.read", "m1")).as_str(),
-        "crm:message.read:id:m1"
+        "3:crm:12:message.read:id:m1"
     );
     assert!(matches!(
-        Deduplicator::in_memory().with_namespace("a:b"),
-        Err(ConfigError::NamespaceHasSeparator { .. })
+        Deduplicator::in_memory().with_namespace(""),
+        Err(ConfigError::EmptyNamespace)
     ));
     assert!(
         Deduplicator::in_memory()
@@ -403,12 +403,12 @@ fn keys_and_configuration() {
     );
     assert_ne!(a, b);
     assert_eq!(a, dedup.key_for(&update("Ann")));
-    assert!(a.as_str().starts_with(":contact.updated:sha256:"));
+    assert!(a.as_str().starts_with("0::15:contact.updated:sha256:"));
 
     let custom = Deduplicator::in_memory().with_key_fn(|e| format!("mine-{}", e.kind()));
     assert_eq!(
         custom.key_for(&event("message.read", "m1")).as_str(),
-        ":mine-message.read"
+        "0::0::fn:mine-message.read"
     );
 }
 

@@ -38,20 +38,28 @@ pub(crate) struct Handled {
 
 /// The test handler's script, shared by every framework so their handlers behave identically.
 ///
-/// By `message_id` prefix: `slow-` waits for [`Recorder::open_gate`]; `fail-once-` answers 500
-/// on its first call; anything else answers 200.
+/// By `message_id` prefix: `slow-` waits for [`Recorder::open_gate`]; `sleep-` sleeps for
+/// [`HANDLER_SLEEP`]; `fail-once-` answers 500 on its first call; `panic-once-` panics on its
+/// first call; anything else answers 200. Calls are recorded when they start, and counted
+/// again when they run to their end.
 #[derive(Clone)]
 pub(crate) struct Recorder {
     handled: Arc<Mutex<Vec<Handled>>>,
     attempts: Arc<Mutex<HashMap<String, u32>>>,
+    completed: Arc<Mutex<Vec<String>>>,
     gate: Arc<tokio::sync::Semaphore>,
 }
+
+/// The `sleep-` handler's run time: the platform's 5 s deadline and 10 s first retry, with a
+/// handler of 8 s, scaled down ten times (see [`PLATFORM`]).
+pub(crate) const HANDLER_SLEEP: Duration = Duration::from_millis(800);
 
 impl Default for Recorder {
     fn default() -> Self {
         Self {
             handled: Arc::default(),
             attempts: Arc::default(),
+            completed: Arc::default(),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
         }
     }
@@ -76,10 +84,23 @@ impl Recorder {
         if id.starts_with("slow-") {
             self.gate.acquire().await.unwrap().forget();
         }
+        if id.starts_with("sleep-") {
+            tokio::time::sleep(HANDLER_SLEEP).await;
+        }
+        assert!(
+            !(id.starts_with("panic-once-") && attempt == 1),
+            "the test handler panics on its first call"
+        );
+        self.completed.lock().unwrap().push(id.clone());
         if id.starts_with("fail-once-") && attempt == 1 {
             return 500;
         }
         200
+    }
+
+    /// The `message_id`s of the calls that ran to their end, in order.
+    pub(crate) fn completed(&self) -> Vec<String> {
+        self.completed.lock().unwrap().clone()
     }
 
     pub(crate) fn open_gate(&self) {
@@ -439,6 +460,247 @@ pub(crate) async fn the_handler_gets_the_exact_bytes_sent<F: Framework>() {
     assert_eq!(server.recorder.handled()[0].body.as_ref(), &body[..]);
 }
 
+/// The platform's delivery rules (5 s deadline, retries after 10 s, 60 s and 5 min, only 200
+/// counts), scaled down ten times so that a test over real TCP takes about a second.
+pub(crate) struct PlatformSchedule {
+    pub(crate) timeout: Duration,
+    pub(crate) retries: [Duration; 3],
+}
+
+pub(crate) const PLATFORM: PlatformSchedule = PlatformSchedule {
+    timeout: Duration::from_millis(500),
+    retries: [
+        Duration::from_secs(1),
+        Duration::from_secs(6),
+        Duration::from_secs(30),
+    ],
+};
+
+/// What the platform saw of one event: every attempt's answer (`None` for a timeout), and
+/// whether it counted the event delivered.
+#[derive(Debug)]
+pub(crate) struct Attempts {
+    pub(crate) answers: Vec<Option<(u16, String)>>,
+    pub(crate) delivered: bool,
+}
+
+/// Sends `delivery` as the platform does: hangs up after the deadline, retries any answer
+/// but 200 on the schedule, and stops after a 200 or the last retry.
+pub(crate) async fn send_like_the_platform(
+    url: &str,
+    delivery: &Delivery,
+    schedule: &PlatformSchedule,
+) -> Attempts {
+    let client = reqwest::Client::builder()
+        .timeout(schedule.timeout)
+        .build()
+        .unwrap();
+    let mut answers = Vec::new();
+    for wait in std::iter::once(Duration::ZERO).chain(schedule.retries) {
+        tokio::time::sleep(wait).await;
+        let mut request = client.post(url).body(delivery.body().clone());
+        for (name, value) in &delivery.headers() {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+        let answer = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                Some((status, response.text().await.unwrap_or_default()))
+            }
+            Err(error) => {
+                assert!(error.is_timeout(), "only timeouts are expected: {error}");
+                None
+            }
+        };
+        let delivered = matches!(&answer, Some((200, _)));
+        answers.push(answer);
+        if delivered {
+            return Attempts {
+                answers,
+                delivered: true,
+            };
+        }
+    }
+    Attempts {
+        answers,
+        delivered: false,
+    }
+}
+
+/// Waits (boundedly) until `done` holds.
+pub(crate) async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+pub(crate) async fn a_handler_outlives_a_sender_that_hangs_up<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let delivery = message(Dialect::Developer, "sleep-1");
+    let attempts = send_like_the_platform(&server.url(), &delivery, &PLATFORM).await;
+    // The first attempt times out while the handler runs; the handler finishes anyway and
+    // commits, so the first retry is answered as a duplicate and the platform stops.
+    assert_eq!(attempts.answers.len(), 2, "{attempts:?}");
+    assert_eq!(attempts.answers[0], None);
+    assert_eq!(
+        attempts.answers[1],
+        Some((200, r#"{"status":"duplicate"}"#.to_owned()))
+    );
+    assert!(attempts.delivered);
+    assert_eq!(server.recorder.completed(), ["sleep-1"]);
+    assert_eq!(server.recorder.handled().len(), 1, "started exactly once");
+}
+
+/// A slow handler whose claim's lease runs out several times over is not started again.
+async fn a_handler_longer_than_its_lease_is_not_started_twice(server: Server) {
+    let delivery = message(Dialect::Help, "slow-lease-1");
+    let url = server.url();
+    let first = tokio::spawn({
+        let delivery = delivery.clone();
+        async move { post(&url, &delivery).await.0 }
+    });
+    let recorder = server.recorder.clone();
+    eventually("the handler starts", || !recorder.handled().is_empty()).await;
+    // Four leases of 250 ms: without renewal the key would be free and the retry would run.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(post(&server.url(), &delivery.redelivery()).await.0, 409);
+    server.recorder.open_gate();
+    assert_eq!(first.await.unwrap(), 200);
+    let (status, body) = post(&server.url(), &delivery.redelivery()).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"duplicate"}"#));
+    assert_eq!(server.recorder.handled().len(), 1);
+}
+
+const SHORT_LEASE: Duration = Duration::from_millis(250);
+
+pub(crate) async fn a_handler_longer_than_its_lease_is_not_started_twice_in_memory<F: Framework>() {
+    let dedup = Deduplicator::in_memory().with_lease(SHORT_LEASE).unwrap();
+    a_handler_longer_than_its_lease_is_not_started_twice(
+        start::<F>(test_receiver_with(dedup)).await,
+    )
+    .await;
+}
+
+#[cfg(feature = "redis")]
+pub(crate) async fn a_handler_longer_than_its_lease_is_not_started_twice_on_redis<F: Framework>() {
+    let Some(redis) = crate::redis_server::RedisServer::start() else {
+        return;
+    };
+    let store = aisoule_webhooks::dedup::redis::RedisStore::connect(&redis.url())
+        .await
+        .unwrap();
+    let dedup = Deduplicator::new(store).with_lease(SHORT_LEASE).unwrap();
+    a_handler_longer_than_its_lease_is_not_started_twice(
+        start::<F>(test_receiver_with(dedup)).await,
+    )
+    .await;
+}
+
+pub(crate) async fn a_panicking_handler_is_500_and_its_retry_runs<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let delivery = message(Dialect::Help, "panic-once-1");
+    let (status, body) = post(&server.url(), &delivery).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (500, r#"{"error":"handler failed"}"#)
+    );
+    assert_eq!(post(&server.url(), &delivery.redelivery()).await.0, 200);
+    assert_eq!(server.recorder.completed(), ["panic-once-1"]);
+}
+
+/// Loss 1 of the lifecycle issue: two different events that both send `"message_id": ""`.
+pub(crate) async fn empty_message_ids_never_collide<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    for text in ["first", "second"] {
+        let delivery = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
+            .message_id("")
+            .set("/data/body", text)
+            .timestamp_at(test_now())
+            .build();
+        let (status, body) = post(&server.url(), &delivery).await;
+        assert_eq!(status, 200);
+        assert_ne!(body, r#"{"status":"duplicate"}"#, "{text}");
+    }
+    assert_eq!(server.recorder.handled().len(), 2);
+}
+
+/// Loss 2: an unknown event `order:id:1` with id `x`, and `order` with id `1:id:x`.
+pub(crate) async fn keys_whose_parts_contain_separators_never_collide<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    for (event, id) in [("order:id:1", "x"), ("order", "1:id:x")] {
+        let delivery = Delivery::from_json(serde_json::json!({
+            "event": event, "timestamp": 1_780_369_298, "data": {"message_id": id}
+        }))
+        .build();
+        let (status, body) = post(&server.url(), &delivery).await;
+        assert_eq!(status, 200);
+        assert_ne!(body, r#"{"status":"duplicate"}"#, "{event}");
+    }
+    assert_eq!(server.recorder.handled().len(), 2);
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+async fn post_encoded(url: &str, delivery: &Delivery, encoding: &str, body: Vec<u8>) -> u16 {
+    reqwest::Client::new()
+        .post(url)
+        .header("x-webhook-signature", delivery.signature_value())
+        .header("content-encoding", encoding)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// One `Content-Encoding` policy on every framework: gzip and deflate are decoded and the
+/// decoded JSON is what is verified; other encodings are 415; a corrupt stream is 400; a
+/// small body that expands past the limit is 413.
+pub(crate) async fn encoded_bodies_get_one_answer_on_every_framework<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let delivery = message(Dialect::Help, "gzip-1");
+    let url = server.url();
+    assert_eq!(
+        post_encoded(&url, &delivery, "gzip", gzip(delivery.body())).await,
+        200
+    );
+    assert_eq!(server.recorder.handled()[0].body, delivery.body());
+    let deflate = message(Dialect::Help, "deflate-1");
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut zlib, deflate.body()).unwrap();
+    assert_eq!(
+        post_encoded(&url, &deflate, "deflate", zlib.finish().unwrap()).await,
+        200
+    );
+    let other = message(Dialect::Help, "br-1");
+    assert_eq!(
+        post_encoded(&url, &other, "br", other.body().to_vec()).await,
+        415
+    );
+    assert_eq!(
+        post_encoded(&url, &other, "gzip, gzip", other.body().to_vec()).await,
+        415
+    );
+    assert_eq!(
+        post_encoded(&url, &other, "gzip", b"not gzip".to_vec()).await,
+        400
+    );
+    let bomb = gzip(&vec![b' '; TEST_LIMIT * 4]);
+    assert!(bomb.len() < TEST_LIMIT);
+    assert_eq!(post_encoded(&url, &other, "gzip", bomb).await, 413);
+    assert_eq!(server.recorder.handled().len(), 2);
+}
+
 /// Generates one `#[tokio::test]` per case for a framework.
 macro_rules! e2e_cases {
     ($framework:ty) => {
@@ -454,6 +716,16 @@ macro_rules! e2e_cases {
             text_plain_is_still_verified,
             store_errors_are_503_with_retry_after,
             the_handler_gets_the_exact_bytes_sent,
+            a_handler_outlives_a_sender_that_hangs_up,
+            a_handler_longer_than_its_lease_is_not_started_twice_in_memory,
+            a_panicking_handler_is_500_and_its_retry_runs,
+            empty_message_ids_never_collide,
+            keys_whose_parts_contain_separators_never_collide,
+            encoded_bodies_get_one_answer_on_every_framework,
+        );
+        #[cfg(feature = "redis")]
+        e2e_cases!(@cases $framework;
+            a_handler_longer_than_its_lease_is_not_started_twice_on_redis,
         );
     };
     (@cases $framework:ty; $($case:ident),* $(,)?) => {

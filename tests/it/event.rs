@@ -378,6 +378,33 @@ proptest! {
     }
 }
 
+#[test]
+fn unix_milliseconds_are_read_as_milliseconds_and_other_forms_stay_unreadable() {
+    let time_of = |timestamp: &str| {
+        let body = format!(
+            r#"{{"event":"message.read","timestamp":{timestamp},"data":{{"message_id":"m"}}}}"#
+        );
+        Event::parse(body.as_bytes()).unwrap().time().clone()
+    };
+    let at = |text: &str| EventTime::At {
+        at: Timestamp::parse_rfc3339(text).unwrap(),
+    };
+    assert_eq!(time_of("1780369298250"), at("2026-06-02T03:01:38.25Z"));
+    assert_eq!(time_of(r#""1780369298250""#), at("2026-06-02T03:01:38.25Z"));
+    assert_eq!(time_of("1780369298"), at("2026-06-02T03:01:38Z"));
+    for unreadable in [
+        "1780369298.5",
+        r#""2026-06-02T03:01:38""#,
+        r#""10000-01-01T00:00:00Z""#,
+        r#""yesterday""#,
+    ] {
+        assert!(
+            matches!(time_of(unreadable), EventTime::Unreadable { .. }),
+            "{unreadable}"
+        );
+    }
+}
+
 /// Found by the `timestamp_forms` fuzzer: an unreadable float timestamp came back one ulp
 /// off, because serde_json's default float parsing is not exact. "Kept as sent" must be exact.
 #[test]
@@ -398,8 +425,14 @@ fn regression_an_unreadable_float_timestamp_is_kept_exactly() {
 /// can only write years 0000 to 9999, so the timestamp could not be written back.
 #[test]
 fn regression_unix_seconds_outside_rfc3339_years_are_unreadable_not_misrendered() {
-    for seconds in [-148_103_701_115_i64, -62_167_219_201, 253_402_300_800] {
-        assert_eq!(Timestamp::from_unix_seconds(seconds), None, "{seconds}");
+    // Magnitudes of 10^11 and more are read as milliseconds, so these are out of range either
+    // way: seconds before year 0000, and milliseconds after year 9999.
+    for seconds in [
+        -62_167_219_201_i64,
+        -99_999_999_999,
+        253_402_300_800_000,
+        i64::MAX,
+    ] {
         let body = format!(
             r#"{{"event":"message.read","timestamp":{seconds},"data":{{"message_id":"m"}}}}"#
         );

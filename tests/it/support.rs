@@ -40,7 +40,19 @@ pub(crate) fn fixtures_in(folder: &str) -> Vec<(String, Vec<u8>)> {
 pub(crate) struct DownStore;
 
 impl IdempotencyStore for DownStore {
-    fn claim<'a>(&'a self, _: &'a DedupKey, _: Duration) -> StoreFuture<'a, StoreClaim> {
+    fn claim<'a>(
+        &'a self,
+        _: &'a DedupKey,
+        _: ClaimToken,
+        _: Duration,
+    ) -> StoreFuture<'a, StoreClaim> {
+        Box::pin(async {
+            Err(DedupError::Unavailable {
+                reason: "down".into(),
+            })
+        })
+    }
+    fn renew<'a>(&'a self, _: &'a DedupKey, _: ClaimToken, _: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async {
             Err(DedupError::Unavailable {
                 reason: "down".into(),

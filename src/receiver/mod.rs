@@ -1,8 +1,10 @@
-//! The receive pipeline that both framework integrations run, in one place.
+//! The one delivery lifecycle that every framework integration runs.
 //!
-//! For each delivery, in this order: verify the signature over the raw bytes, parse, check
-//! freshness, claim. The integrations add what is framework-specific (reading the body up to
-//! the limit, calling your handler, and committing or releasing the claim by its answer).
+//! For each delivery, in this order: read the body up to the limit and decode its
+//! `Content-Encoding`, verify the signature over those bytes, parse, check freshness, claim;
+//! then run the handler to completion in a task of its own (so a sender that hangs up cannot
+//! cancel it), renewing the claim while it runs, and settle the claim by the handler's answer.
+//! The integrations only translate their framework's request and response types.
 //!
 //! You only touch this module to configure it:
 //!
@@ -25,13 +27,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::Stream;
 use tracing::field::Empty;
 
 use crate::clock::{Clock, SystemClock};
-use crate::dedup::{Claim, ClaimGuard, Deduplicator};
-use crate::error::{ConfigError, DedupError, Rejection};
-use crate::event::Event;
-use crate::verify::{BodyLimit, Verifier};
+use crate::dedup::{Claim, Deduplicator};
+use crate::error::ConfigError;
+use crate::event::{Event, EventTime};
+use crate::verify::Verifier;
+
+mod body;
+mod lifecycle;
+mod rejection;
+
+pub use body::BodyLimit;
+pub(crate) use body::ContentEncoding;
+pub use lifecycle::{Admitted, Settlement};
+pub use rejection::{Answer, MissingReceiver, Rejection};
 
 /// A verified, parsed event, as the integrations hand it to your handler.
 ///
@@ -62,47 +74,24 @@ impl Deref for VerifiedEvent {
     }
 }
 
-/// A delivery that passed every check and holds its claim, ready for your handler.
+/// What [`Receiver::admit`] decided about a delivery that passed every check.
 #[derive(Debug)]
-pub struct Admitted {
-    event: VerifiedEvent,
-    claim: ClaimGuard,
+#[non_exhaustive]
+pub enum Admission {
+    /// First delivery, or a retry after a failure: run the handler.
+    Fresh(Admitted),
+    /// Already handled within the TTL: answer [`Answer::DUPLICATE`] (200) without handling it.
+    Duplicate,
 }
 
-impl Admitted {
-    /// The event.
-    pub fn event(&self) -> &VerifiedEvent {
-        &self.event
-    }
+/// The request headers the lifecycle reads, whatever HTTP types the framework uses.
+pub(crate) trait RequestHeaders {
+    /// Every value of the header `name` (lowercase), in order.
+    fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]>;
 
-    /// The event and its claim, for handlers that settle the claim themselves.
-    pub fn into_parts(self) -> (VerifiedEvent, ClaimGuard) {
-        (self.event, self.claim)
-    }
-
-    /// Commits the claim when the handler succeeded, releases it otherwise, and logs a store
-    /// failure instead of returning it: the handler's answer stands either way.
-    pub async fn finish(self, handled: bool) {
-        settle(self.claim, handled).await;
-    }
-}
-
-/// Commits or releases a claim by the handler's outcome.
-pub(crate) async fn settle(claim: ClaimGuard, handled: bool) {
-    let key = claim.key().clone();
-    let settled = if handled {
-        claim.commit().await
-    } else {
-        claim.release().await
-    };
-    match settled {
-        Ok(()) => {}
-        Err(error @ DedupError::LeaseLost { .. }) => {
-            tracing::warn!(%error, %key, "the event may have been handled twice");
-        }
-        Err(error) => {
-            tracing::warn!(%error, %key, handled, "could not settle the claim; its lease will expire");
-        }
+    /// The single value of `name`, if any.
+    fn one(&self, name: &'static str) -> Option<&[u8]> {
+        self.all(name).next()
     }
 }
 
@@ -121,6 +110,8 @@ struct Inner {
     replay_tolerance: Duration,
     clock: Arc<dyn Clock>,
     body_limit: BodyLimit,
+    slow_handler_warning: Duration,
+    refuse_unreadable_timestamps: bool,
 }
 
 impl fmt::Debug for Receiver {
@@ -131,6 +122,11 @@ impl fmt::Debug for Receiver {
             .field("replay_tolerance", &self.inner.replay_tolerance)
             .field("clock", &self.inner.clock)
             .field("body_limit", &self.inner.body_limit)
+            .field("slow_handler_warning", &self.inner.slow_handler_warning)
+            .field(
+                "refuse_unreadable_timestamps",
+                &self.inner.refuse_unreadable_timestamps,
+            )
             .finish()
     }
 }
@@ -144,6 +140,8 @@ pub struct ReceiverBuilder {
     replay_tolerance: Duration,
     clock: Arc<dyn Clock>,
     body_limit: BodyLimit,
+    slow_handler_warning: Option<Duration>,
+    refuse_unreadable_timestamps: bool,
 }
 
 impl ReceiverBuilder {
@@ -157,7 +155,8 @@ impl ReceiverBuilder {
     /// How far an event's timestamp may be from now, either way, before it is rejected as a
     /// replay. Defaults to 1 hour: it must exceed the platform's retry horizon (about 6 min
     /// after the first attempt) plus clock skew, and stay within the dedup TTL so that every
-    /// replay is either stale or a duplicate. Events without a timestamp are not checked.
+    /// replay is either stale or a duplicate. Events without a timestamp are not checked; for
+    /// unreadable ones see [`refuse_unreadable_timestamps`](Self::refuse_unreadable_timestamps).
     pub fn replay_tolerance(mut self, tolerance: Duration) -> Self {
         self.replay_tolerance = tolerance;
         self
@@ -169,9 +168,26 @@ impl ReceiverBuilder {
         self
     }
 
-    /// The largest body read. Defaults to [`BodyLimit::DEFAULT`] (1 MiB).
+    /// The largest body read, before and after decoding. Defaults to [`BodyLimit::DEFAULT`]
+    /// (1 MiB).
     pub fn body_limit(mut self, limit: BodyLimit) -> Self {
         self.body_limit = limit;
+        self
+    }
+
+    /// How long a handler may run before it is logged at warn (it is never cancelled).
+    /// Defaults to the deduplicator's lease (60 s unless set).
+    pub fn slow_handler_warning(mut self, after: Duration) -> Self {
+        self.slow_handler_warning = Some(after);
+        self
+    }
+
+    /// Refuses, with 400, an event whose `timestamp` is present but unreadable (see
+    /// [`EventTime`] for the forms that are read), instead of accepting it without the replay
+    /// check. Defaults to accepting it: an unreadable timestamp is logged at warn either way,
+    /// and refusing it loses the event once the platform gives up.
+    pub fn refuse_unreadable_timestamps(mut self) -> Self {
+        self.refuse_unreadable_timestamps = true;
         self
     }
 
@@ -182,13 +198,22 @@ impl ReceiverBuilder {
     /// * [`ConfigError::TtlShorterThanTolerance`] when the dedup TTL is shorter than the replay
     ///   tolerance: a replay arriving between the two would be neither stale nor a duplicate,
     ///   and would be handled twice.
-    /// * [`ConfigError::ZeroDuration`] for a zero tolerance.
+    /// * [`ConfigError::ZeroDuration`] for a zero tolerance or slow-handler warning.
+    /// * [`ConfigError::ZeroBodyLimit`] for a zero body limit.
     pub fn build(self) -> Result<Receiver, ConfigError> {
         let deduplicator = self.deduplicator.unwrap_or_default();
         if self.replay_tolerance.is_zero() {
             return Err(ConfigError::ZeroDuration {
                 setting: "the replay tolerance",
             });
+        }
+        if self.slow_handler_warning.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::ZeroDuration {
+                setting: "the slow-handler warning",
+            });
+        }
+        if self.body_limit.get() == 0 {
+            return Err(ConfigError::ZeroBodyLimit);
         }
         if deduplicator.ttl() < self.replay_tolerance {
             return Err(ConfigError::TtlShorterThanTolerance {
@@ -199,10 +224,14 @@ impl ReceiverBuilder {
         Ok(Receiver {
             inner: Arc::new(Inner {
                 verifier: self.verifier,
-                deduplicator,
                 replay_tolerance: self.replay_tolerance,
                 clock: self.clock,
                 body_limit: self.body_limit,
+                slow_handler_warning: self
+                    .slow_handler_warning
+                    .unwrap_or_else(|| deduplicator.lease()),
+                refuse_unreadable_timestamps: self.refuse_unreadable_timestamps,
+                deduplicator,
             }),
         })
     }
@@ -227,6 +256,8 @@ impl Receiver {
             replay_tolerance: Self::DEFAULT_REPLAY_TOLERANCE,
             clock: Arc::new(SystemClock),
             body_limit: BodyLimit::DEFAULT,
+            slow_handler_warning: None,
+            refuse_unreadable_timestamps: false,
         }
     }
 
@@ -250,67 +281,102 @@ impl Receiver {
         self.inner.body_limit
     }
 
-    /// Rejects a declared `Content-Length` over the limit before any byte is read.
-    ///
-    /// # Errors
-    ///
-    /// [`Rejection::PayloadTooLarge`].
-    pub fn check_declared_length(&self, content_length: Option<u64>) -> Result<(), Rejection> {
-        let limit = self.inner.body_limit.get();
-        match content_length {
-            Some(declared) if declared > limit as u64 => Err(Rejection::PayloadTooLarge { limit }),
-            _ => Ok(()),
-        }
-    }
-
     /// Runs the checks on a complete body: verify, parse, freshness, claim.
     ///
-    /// `signatures` are the raw values of every signature header the request carried.
+    /// `signatures` are the raw values of every signature header the request carried. This
+    /// is the framework-free entry point; the integrations also read and decode the body.
     /// Records the event kind, `message_id`, matched secret label and outcome on the current
     /// `tracing` span when it has those fields (see the integrations' `aisoule_webhook` span);
     /// never the secret or the signature.
     ///
     /// # Errors
     ///
-    /// A [`Rejection`] for every outcome other than "call the handler", including
-    /// [`Rejection::Duplicate`], which is answered with 200.
+    /// A [`Rejection`] for every delivery that must not reach the handler and is not a
+    /// duplicate; [`Rejection::status`] is its answer.
     ///
     /// # Security
     ///
-    /// Pass the body exactly as received. The content type is never consulted: a body sent as
-    /// `text/plain` is verified like any other.
+    /// Pass the body exactly as received (decoded, if it had a `Content-Encoding`). The content
+    /// type is never consulted: a body sent as `text/plain` is verified like any other.
     pub async fn admit<'a>(
         &self,
         signatures: impl IntoIterator<Item = &'a [u8]>,
         body: Bytes,
-    ) -> Result<Admitted, Rejection> {
-        let admitted = self.admit_inner(signatures, body).await;
+    ) -> Result<Admission, Rejection> {
+        let admission = self.admit_inner(signatures, body).await;
         let span = tracing::Span::current();
-        match &admitted {
-            Ok(_) => {
+        match &admission {
+            Ok(Admission::Fresh(_)) => {
                 span.record("outcome", "admitted");
                 tracing::debug!("delivery admitted");
             }
+            Ok(Admission::Duplicate) => {
+                span.record("outcome", "duplicate");
+                tracing::info!("duplicate delivery of an event already handled; answered 200");
+            }
+            Err(rejection @ Rejection::InFlight) => {
+                span.record("outcome", rejection.outcome());
+                tracing::info!(%rejection, "delivery not handed to the handler");
+            }
             Err(rejection) => {
                 span.record("outcome", rejection.outcome());
-                match rejection {
-                    Rejection::Duplicate | Rejection::InFlight => {
-                        tracing::info!(%rejection, "delivery not handed to the handler");
-                    }
-                    _ => {
-                        tracing::warn!(%rejection, status = %rejection.status(), "delivery rejected")
-                    }
-                }
+                tracing::warn!(%rejection, status = %rejection.status(), "delivery rejected");
             }
         }
-        admitted
+        admission
+    }
+
+    /// The integrations' first half of the lifecycle: read and decode the body, then
+    /// [`admit`](Self::admit). Anything but a fresh delivery comes back as the answer to send.
+    pub(crate) async fn admit_request<S, E>(
+        &self,
+        headers: &impl RequestHeaders,
+        chunks: S,
+    ) -> Result<Admitted, Answer>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: fmt::Display,
+    {
+        let body = match self.read_request_body(headers, chunks).await {
+            Ok(body) => body,
+            Err(rejection) => {
+                tracing::Span::current().record("outcome", rejection.outcome());
+                tracing::warn!(%rejection, status = %rejection.status(), "delivery rejected");
+                return Err(Answer::from(&rejection));
+            }
+        };
+        let signatures = headers
+            .all("x-webhook-signature")
+            .chain(headers.all("x-aisoule-signature"));
+        match self.admit(signatures, body).await {
+            Ok(Admission::Fresh(admitted)) => Ok(admitted),
+            Ok(Admission::Duplicate) => Err(Answer::DUPLICATE),
+            Err(rejection) => Err(Answer::from(&rejection)),
+        }
+    }
+
+    async fn read_request_body<S, E>(
+        &self,
+        headers: &impl RequestHeaders,
+        chunks: S,
+    ) -> Result<Bytes, Rejection>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: fmt::Display,
+    {
+        let declared = headers
+            .one("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let encoding = ContentEncoding::from_header(headers.one("content-encoding"))?;
+        body::read_body(self.inner.body_limit, declared, encoding, chunks).await
     }
 
     async fn admit_inner<'a>(
         &self,
         signatures: impl IntoIterator<Item = &'a [u8]>,
         body: Bytes,
-    ) -> Result<Admitted, Rejection> {
+    ) -> Result<Admission, Rejection> {
         let limit = self.inner.body_limit.get();
         if body.len() > limit {
             return Err(Rejection::PayloadTooLarge { limit });
@@ -326,21 +392,30 @@ impl Receiver {
         self.check_freshness(&event)?;
         let claim = match self.inner.deduplicator.claim(&event).await? {
             Claim::Fresh(claim) => claim,
-            Claim::Duplicate => return Err(Rejection::Duplicate),
+            Claim::Duplicate => return Ok(Admission::Duplicate),
             Claim::InFlight => return Err(Rejection::InFlight),
         };
-        Ok(Admitted {
-            event: VerifiedEvent {
-                event: Arc::new(event),
-                secret_label: verified.shared_label(),
-            },
+        let event = VerifiedEvent {
+            event: Arc::new(event),
+            secret_label: verified.shared_label(),
+        };
+        Ok(Admission::Fresh(Admitted::new(
+            event,
             claim,
-        })
+            self.inner.slow_handler_warning,
+        )))
     }
 
     fn check_freshness(&self, event: &Event) -> Result<(), Rejection> {
-        let Some(at) = event.timestamp() else {
-            return Ok(());
+        let at = match event.time() {
+            EventTime::At { at } => *at,
+            EventTime::Unreadable { reason, .. } if self.inner.refuse_unreadable_timestamps => {
+                return Err(Rejection::UnreadableTimestamp {
+                    reason: reason.clone(),
+                });
+            }
+            // Logged at warn by the parser, naming the form.
+            _ => return Ok(()),
         };
         let now = self.inner.clock.now();
         let at = at.to_system_time();
@@ -357,7 +432,7 @@ impl Receiver {
     }
 }
 
-/// The span both integrations open per delivery; [`Receiver::admit`] fills its fields.
+/// The span every integration opens per delivery; [`Receiver::admit`] fills its fields.
 #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 pub(crate) fn delivery_span() -> tracing::Span {
     tracing::info_span!(

@@ -1,0 +1,270 @@
+//! The in-memory store: a bounded, sharded LRU.
+
+use std::fmt;
+use std::hash::BuildHasher;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, UNIX_EPOCH};
+
+use lru::LruCache;
+
+use super::{ClaimToken, DedupKey, IdempotencyStore, StoreClaim, StoreFuture, millis};
+use crate::clock::{Clock, SystemClock};
+use crate::error::DedupError;
+
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    InFlight { token: ClaimToken, until_ms: u64 },
+    Done { until_ms: u64 },
+}
+
+impl Entry {
+    fn until_ms(&self) -> u64 {
+        match self {
+            Self::InFlight { until_ms, .. } | Self::Done { until_ms } => *until_ms,
+        }
+    }
+}
+
+type Shard = Mutex<LruCache<DedupKey, Entry>>;
+
+/// The default store: a bounded, sharded LRU in this process's memory.
+///
+/// Right for a receiver that runs as one process. Behind a load balancer with several
+/// replicas, a redelivery can reach a replica that never saw the first delivery: use the
+/// Redis store there.
+///
+/// * Bounded: it never holds more than its capacity (default 100 000 keys), whatever arrives;
+///   the least recently used key is evicted, and evictions are counted
+///   ([`MemoryStore::evictions`]). A key evicted before its TTL can be handled again, so size
+///   the capacity above your peak events per TTL.
+/// * Sharded: keys are spread over independent locks, so concurrent requests rarely wait.
+/// * Its clock is injectable ([`MemoryStore::with_clock`]), so tests can expire leases and
+///   TTLs without sleeping.
+pub struct MemoryStore {
+    shards: Box<[Shard]>,
+    hasher: std::hash::RandomState,
+    clock: Arc<dyn Clock>,
+    capacity: usize,
+    evictions: AtomicU64,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("capacity", &self.capacity)
+            .field("shards", &self.shards.len())
+            .field("evictions", &self.evictions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// 100 000 keys.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+    const SHARDS: usize = 16;
+
+    /// A store holding up to [`MemoryStore::DEFAULT_CAPACITY`] keys.
+    pub fn new() -> Self {
+        Self::with_capacity(NonZeroUsize::new(Self::DEFAULT_CAPACITY).expect("nonzero"))
+    }
+
+    /// A store holding at most `capacity` keys, split evenly over its shards.
+    pub fn with_capacity(capacity: NonZeroUsize) -> Self {
+        let capacity = capacity.get();
+        let shard_count = capacity.min(Self::SHARDS);
+        let shards = (0..shard_count)
+            .map(|i| {
+                // Spread the remainder so the shard capacities add up to exactly `capacity`.
+                let size = capacity / shard_count + usize::from(i < capacity % shard_count);
+                Mutex::new(LruCache::new(NonZeroUsize::new(size).expect("size ≥ 1")))
+            })
+            .collect();
+        Self {
+            shards,
+            hasher: std::hash::RandomState::new(),
+            clock: Arc::new(SystemClock),
+            capacity,
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// Reads time from `clock` instead of the system clock. Defaults to [`SystemClock`].
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The most keys it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How many keys it holds now, including expired ones not yet overwritten.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Whether it holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many keys were evicted to respect the capacity, since the store was made.
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, key: &DedupKey) -> &Shard {
+        let index = self.hasher.hash_one(key) as usize % self.shards.len();
+        &self.shards[index]
+    }
+
+    fn now_ms(&self) -> u64 {
+        let since_epoch = self
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn claim_now(&self, key: &DedupKey, token: ClaimToken, lease: Duration) -> StoreClaim {
+        let now = self.now_ms();
+        let mut shard = lock(self.shard(key));
+        let claimed = Entry::InFlight {
+            token,
+            until_ms: now.saturating_add(millis(lease)),
+        };
+        match shard.get_mut(key) {
+            Some(Entry::Done { until_ms }) if *until_ms > now => StoreClaim::Completed,
+            Some(Entry::InFlight { until_ms, .. }) if *until_ms > now => StoreClaim::InFlight,
+            Some(expired) => {
+                *expired = claimed;
+                StoreClaim::Acquired
+            }
+            None => {
+                self.insert(&mut shard, key, claimed);
+                StoreClaim::Acquired
+            }
+        }
+    }
+
+    /// Adds a key that is not stored, counting the entry the LRU evicts to make room.
+    fn insert(&self, shard: &mut LruCache<DedupKey, Entry>, key: &DedupKey, entry: Entry) {
+        if shard.push(key.clone(), entry).is_some() {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn commit_now(
+        &self,
+        key: &DedupKey,
+        token: ClaimToken,
+        ttl: Duration,
+    ) -> Result<(), DedupError> {
+        let now = self.now_ms();
+        let mut shard = lock(self.shard(key));
+        let done = Entry::Done {
+            until_ms: now.saturating_add(millis(ttl)),
+        };
+        match shard.get_mut(key) {
+            Some(entry) => {
+                let ours = matches!(entry, Entry::InFlight { token: held, .. } if *held == token);
+                if !ours && entry.until_ms() > now {
+                    return Err(DedupError::LeaseLost {
+                        key: key.to_string(),
+                    });
+                }
+                // Ours, or expired and not retaken: completed now, updated in place.
+                *entry = done;
+            }
+            // Evicted meanwhile: record it anyway.
+            None => self.insert(&mut shard, key, done),
+        }
+        Ok(())
+    }
+
+    fn renew_now(
+        &self,
+        key: &DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> Result<(), DedupError> {
+        let now = self.now_ms();
+        let mut shard = lock(self.shard(key));
+        match shard.get_mut(key) {
+            // Still ours, even if its lease ran out: nobody else took it meanwhile.
+            Some(Entry::InFlight {
+                token: held,
+                until_ms,
+            }) if *held == token => {
+                *until_ms = now.saturating_add(millis(lease));
+                Ok(())
+            }
+            _ => Err(DedupError::LeaseLost {
+                key: key.to_string(),
+            }),
+        }
+    }
+
+    fn release_now(&self, key: &DedupKey, token: ClaimToken) {
+        let mut shard = lock(self.shard(key));
+        if matches!(shard.peek(key), Some(Entry::InFlight { token: t, .. }) if *t == token) {
+            shard.pop(key);
+        }
+    }
+}
+
+fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, LruCache<DedupKey, Entry>> {
+    // A panic never happens while a shard is locked, and the map stays consistent anyway.
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl IdempotencyStore for MemoryStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, StoreClaim> {
+        let claimed = self.claim_now(key, token, lease);
+        Box::pin(std::future::ready(Ok(claimed)))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let renewed = self.renew_now(key, token, lease);
+        Box::pin(std::future::ready(renewed))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let committed = self.commit_now(key, token, ttl);
+        Box::pin(std::future::ready(committed))
+    }
+
+    fn release<'a>(&'a self, key: &'a DedupKey, token: ClaimToken) -> StoreFuture<'a, ()> {
+        self.release_now(key, token);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn release_detached(&self, key: DedupKey, token: ClaimToken) {
+        self.release_now(&key, token);
+    }
+}

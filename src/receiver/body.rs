@@ -1,0 +1,140 @@
+//! Reading a request body: up to the limit, and decoded by one `Content-Encoding` policy for
+//! every framework.
+
+use std::fmt;
+use std::io::Read;
+
+use bytes::{Bytes, BytesMut};
+use flate2::read::{GzDecoder, ZlibDecoder};
+use futures_util::{Stream, StreamExt};
+
+use super::Rejection;
+
+/// The largest request body the integrations read.
+///
+/// Defaults to 1 MiB, far above any documented payload (they are under 1 KiB) and small enough
+/// that a flood of oversized bodies cannot exhaust memory.
+///
+/// ```
+/// use aisoule_webhooks::BodyLimit;
+///
+/// assert_eq!(BodyLimit::default().get(), 1024 * 1024);
+/// assert_eq!(BodyLimit::bytes(64 * 1024).get(), 65_536);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BodyLimit(usize);
+
+impl BodyLimit {
+    /// 1 MiB.
+    pub const DEFAULT: Self = Self(1024 * 1024);
+
+    /// A limit of `bytes` bytes.
+    pub const fn bytes(bytes: usize) -> Self {
+        Self(bytes)
+    }
+
+    /// The limit in bytes.
+    pub const fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// How a body was encoded for transport, from its `Content-Encoding` header.
+///
+/// The signature covers the JSON the platform signed, so an encoded body is decoded first and
+/// the **decoded** bytes are verified, parsed and handed on. `gzip`, `x-gzip` and `deflate` are
+/// decoded; `identity` and no header mean the bytes as they are. Anything else, including a
+/// chain of several encodings, is refused with 415, the same on every framework.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContentEncoding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+impl ContentEncoding {
+    pub(crate) fn from_header(value: Option<&[u8]>) -> Result<Self, Rejection> {
+        let Some(value) = value else {
+            return Ok(Self::Identity);
+        };
+        let name = std::str::from_utf8(value).unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("identity") || name.is_empty() {
+            Ok(Self::Identity)
+        } else if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            Ok(Self::Gzip)
+        } else if name.eq_ignore_ascii_case("deflate") {
+            Ok(Self::Deflate)
+        } else {
+            Err(Rejection::UnsupportedEncoding {
+                encoding: String::from_utf8_lossy(&value[..value.len().min(32)]).into_owned(),
+            })
+        }
+    }
+}
+
+/// Collects `chunks` up to `limit` bytes, then decodes them, refusing a declared length, a
+/// stream or a decoded body over the limit as soon as it is known.
+pub(crate) async fn read_body<S, E>(
+    limit: BodyLimit,
+    declared_length: Option<u64>,
+    encoding: ContentEncoding,
+    chunks: S,
+) -> Result<Bytes, Rejection>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: fmt::Display,
+{
+    let limit = limit.get();
+    if declared_length.is_some_and(|declared| declared > limit as u64) {
+        return Err(Rejection::PayloadTooLarge { limit });
+    }
+    let mut chunks = std::pin::pin!(chunks);
+    let mut body = BytesMut::new();
+    let mut single = None;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| Rejection::BodyUnreadable {
+            reason: error.to_string(),
+        })?;
+        if body.len() + single.as_ref().map_or(0, Bytes::len) + chunk.len() > limit {
+            return Err(Rejection::PayloadTooLarge { limit });
+        }
+        // Most bodies arrive in one chunk: keep it as it is, without a copy.
+        match single.take() {
+            None if body.is_empty() => single = Some(chunk),
+            previous => {
+                if let Some(previous) = previous {
+                    body.extend_from_slice(&previous);
+                }
+                body.extend_from_slice(&chunk);
+            }
+        }
+    }
+    let raw = single.unwrap_or_else(|| body.freeze());
+    match encoding {
+        ContentEncoding::Identity => Ok(raw),
+        ContentEncoding::Gzip => decode(GzDecoder::new(&raw[..]), limit),
+        ContentEncoding::Deflate => decode(ZlibDecoder::new(&raw[..]), limit),
+    }
+}
+
+fn decode(decoder: impl Read, limit: usize) -> Result<Bytes, Rejection> {
+    let mut decoded = Vec::new();
+    // One byte past the limit tells "exactly at the limit" from "over it" without reading a
+    // bomb to its end.
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut decoded)
+        .map_err(|error| Rejection::BodyUnreadable {
+            reason: format!("the body could not be decoded: {error}"),
+        })?;
+    if decoded.len() > limit {
+        return Err(Rejection::PayloadTooLarge { limit });
+    }
+    Ok(Bytes::from(decoded))
+}

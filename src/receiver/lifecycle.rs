@@ -1,0 +1,216 @@
+//! What happens to a delivery after it is admitted: the handler runs to completion, its
+//! claim is kept alive meanwhile, and the claim is settled by the handler's own outcome.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::VerifiedEvent;
+use crate::dedup::ClaimGuard;
+use crate::error::DedupError;
+
+/// A delivery that passed every check and holds its claim, ready for your handler.
+///
+/// The integrations [`run`](Admitted::run) it in a task of its own, so the handler finishes
+/// even if the platform hangs up at its 5 s deadline. Without an integration, call `run`
+/// yourself, or take it apart with [`into_parts`](Admitted::into_parts) and settle the claim.
+#[derive(Debug)]
+#[must_use = "an admitted delivery must be run or settled; dropping it releases its claim"]
+pub struct Admitted {
+    event: VerifiedEvent,
+    settlement: Settlement,
+    slow_handler_warning: Duration,
+}
+
+impl Admitted {
+    pub(super) fn new(
+        event: VerifiedEvent,
+        claim: ClaimGuard,
+        slow_handler_warning: Duration,
+    ) -> Self {
+        Self {
+            settlement: Settlement {
+                claim: Some(claim),
+                event: event.clone(),
+            },
+            event,
+            slow_handler_warning,
+        }
+    }
+
+    /// The event.
+    pub fn event(&self) -> &VerifiedEvent {
+        &self.event
+    }
+
+    /// The body exactly as verified (after any `Content-Encoding` was decoded).
+    pub fn body(&self) -> &Bytes {
+        self.event.raw()
+    }
+
+    /// The event and the settlement of its claim, for handlers that settle it themselves.
+    pub fn into_parts(self) -> (VerifiedEvent, Settlement) {
+        (self.event, self.settlement)
+    }
+
+    /// Runs `handler` to completion and settles the claim by its answer: `status_of` gives
+    /// the HTTP status the handler answered, or `None` for an error. A 2xx commits; anything
+    /// else releases the claim, so the platform's retry runs the handler again.
+    ///
+    /// While the handler runs, the claim's lease is renewed every half lease, on any store, so
+    /// that a redelivery arriving during a slow handler gets 409 and never starts it twice. A
+    /// handler still running after the receiver's
+    /// [`slow_handler_warning`](super::ReceiverBuilder::slow_handler_warning) is logged at warn.
+    ///
+    /// Spawn the returned future (the integrations do) so that it outlives the request: if it
+    /// is dropped midway instead, the handler stops and the claim is released.
+    pub async fn run<F: Future>(
+        self,
+        handler: F,
+        status_of: impl FnOnce(&F::Output) -> Option<http::StatusCode>,
+    ) -> F::Output {
+        let Self {
+            settlement,
+            slow_handler_warning,
+            ..
+        } = self;
+        let output = {
+            let mut handler = pin!(handler);
+            let watchdog = settlement.keep_alive(slow_handler_warning);
+            tokio::select! {
+                biased;
+                output = &mut handler => output,
+                () = watchdog => handler.await,
+            }
+        };
+        let status = status_of(&output);
+        let handled = status.is_some_and(|status| status.is_success());
+        if let Some(status) = status.filter(|s| s.is_success() && *s != http::StatusCode::OK) {
+            tracing::debug!(
+                %status,
+                "the handler answered a 2xx other than 200: the claim is committed, but the \
+                 platform counts only 200 as success and will deliver the event again \
+                 (answered as a duplicate)"
+            );
+        }
+        settlement.settle(handled).await;
+        output
+    }
+}
+
+/// The one pending decision about an admitted delivery's claim: commit it (handled) or
+/// release it (let the platform's retry run the handler again).
+///
+/// Dropping it unsettled releases the claim and logs a warning that names the event, so a
+/// handler that forgot to commit is visible instead of silently handling every redelivery.
+#[must_use = "call commit() once the event is handled; dropping it releases the claim"]
+pub struct Settlement {
+    claim: Option<ClaimGuard>,
+    event: VerifiedEvent,
+}
+
+impl fmt::Debug for Settlement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settlement")
+            .field("claim", &self.claim)
+            .field("kind", &self.event.kind().as_str())
+            .field("message_id", &self.event.message_id())
+            .finish()
+    }
+}
+
+impl Settlement {
+    /// Marks the event handled, so redeliveries are answered as duplicates. A store failure
+    /// is logged, not returned: the event has been handled either way.
+    pub async fn commit(self) {
+        self.settle(true).await;
+    }
+
+    /// Frees the claim now, so that the platform's retry runs the handler again. A store
+    /// failure is logged; the lease expiry frees the key then.
+    pub async fn release(self) {
+        self.settle(false).await;
+    }
+
+    /// Renews the lease until dropped, and warns once when the handler is slow.
+    async fn keep_alive(&self, slow_handler_warning: Duration) {
+        let Some(claim) = &self.claim else {
+            return std::future::pending().await;
+        };
+        let every = (claim.lease() / 2).max(Duration::from_millis(1));
+        let started = tokio::time::Instant::now();
+        let warn_at = started + slow_handler_warning;
+        let mut warned = false;
+        let mut renew_at = started + every;
+        loop {
+            let wake = if warned {
+                renew_at
+            } else {
+                renew_at.min(warn_at)
+            };
+            tokio::time::sleep_until(wake).await;
+            let now = tokio::time::Instant::now();
+            if !warned && now >= warn_at {
+                warned = true;
+                tracing::warn!(
+                    kind = self.event.kind().as_str(),
+                    message_id = self.event.message_id(),
+                    running_secs = (now - started).as_secs(),
+                    "the webhook handler is still running; its claim is being renewed"
+                );
+            }
+            if now >= renew_at {
+                if let Err(error) = claim.renew().await {
+                    log_settle_error(&error, claim.key(), "renew");
+                }
+                renew_at = tokio::time::Instant::now() + every;
+            }
+        }
+    }
+
+    /// The one way a claim is settled, by the crate and by your handlers alike.
+    pub(crate) async fn settle(mut self, handled: bool) {
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        let key = claim.key().clone();
+        let settled = if handled {
+            claim.commit().await
+        } else {
+            claim.release().await
+        };
+        if let Err(error) = settled {
+            log_settle_error(&error, &key, if handled { "commit" } else { "release" });
+        }
+    }
+}
+
+fn log_settle_error(error: &DedupError, key: &crate::dedup::DedupKey, step: &'static str) {
+    match error {
+        DedupError::LeaseLost { .. } => {
+            tracing::warn!(%error, %key, step, "the event may have been handled twice");
+        }
+        _ => {
+            tracing::warn!(%error, %key, step, "could not settle the claim; its lease will expire");
+        }
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        if let Some(claim) = &self.claim {
+            tracing::warn!(
+                kind = self.event.kind().as_str(),
+                message_id = self.event.message_id(),
+                key = %claim.key(),
+                "a webhook delivery was dropped before it was settled (a panic, a cancelled \
+                 request, or a handler that never called commit); its claim is released so the \
+                 platform's retry handles it"
+            );
+        }
+        // Dropping `claim` releases it.
+    }
+}

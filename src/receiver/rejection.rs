@@ -1,0 +1,204 @@
+//! Why a delivery is not handed to the handler, and the one status map every framework
+//! answers with.
+
+use thiserror::Error;
+
+use crate::error::{DedupError, ParseError, VerifyError};
+
+/// Why the integrations did not hand a delivery to your handler, and what they answered.
+///
+/// [`Rejection::status`] is the one status map both frameworks use. Every signature failure
+/// gets the same 401 with the same body; the variant keeps the detail for your logs.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The body's `Content-Encoding` is not one this crate decodes (415).
+    #[error("the Content-Encoding {encoding:?} is not supported; send gzip, deflate or none")]
+    UnsupportedEncoding {
+        /// The header as sent, cut to 32 bytes.
+        encoding: String,
+    },
+    /// The body is larger than the configured [`BodyLimit`](crate::BodyLimit) (413).
+    #[error("the body exceeds the {limit}-byte limit")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body could not be read, or could not be decoded (400).
+    #[error("the body could not be read: {reason}")]
+    BodyUnreadable {
+        /// What went wrong.
+        reason: String,
+    },
+    /// The signature did not verify (401).
+    #[error("signature rejected: {0}")]
+    Signature(#[from] VerifyError),
+    /// The verified body is not an AISoule event (400).
+    #[error("not an AISoule event: {0}")]
+    Parse(#[from] ParseError),
+    /// The event's timestamp is outside the replay tolerance: a replay, or a badly wrong clock
+    /// (400).
+    #[error(
+        "the event is {skew_secs} s away from now, beyond the {tolerance_secs} s replay tolerance"
+    )]
+    Stale {
+        /// How far the event's timestamp is from now, in whole seconds.
+        skew_secs: u64,
+        /// The tolerance, in seconds.
+        tolerance_secs: u64,
+    },
+    /// The event's timestamp is in a form this crate cannot read, and the receiver is set to
+    /// refuse such events ([`ReceiverBuilder::refuse_unreadable_timestamps`](crate::receiver::ReceiverBuilder::refuse_unreadable_timestamps)) (400).
+    #[error("the event's timestamp is unreadable ({reason}), so its freshness cannot be checked")]
+    UnreadableTimestamp {
+        /// Why it could not be read, naming its form.
+        reason: String,
+    },
+    /// Another delivery of this event is being handled right now (409, so the platform retries
+    /// later).
+    #[error("another delivery of this event is being handled")]
+    InFlight,
+    /// The idempotency store could not answer (503 with `Retry-After`, so the platform retries).
+    #[error("the idempotency store failed: {0}")]
+    Store(#[from] DedupError),
+}
+
+impl Rejection {
+    /// The HTTP status the platform receives.
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyUnreadable { .. }
+            | Self::Parse(_)
+            | Self::Stale { .. }
+            | Self::UnreadableTimestamp { .. } => StatusCode::BAD_REQUEST,
+            Self::Signature(_) => StatusCode::UNAUTHORIZED,
+            Self::InFlight => StatusCode::CONFLICT,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `Retry-After` value in seconds, for the answers that invite a retry.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        // The platform's own first retry comes after 10 s; asking for the same keeps both in step.
+        matches!(self, Self::Store(_)).then_some(10)
+    }
+
+    /// The JSON body sent with the status. It never carries signature details, so every
+    /// signature failure looks identical from outside.
+    pub fn public_body(&self) -> &'static str {
+        match self {
+            Self::PayloadTooLarge { .. } => r#"{"error":"payload too large"}"#,
+            Self::UnsupportedEncoding { .. } => r#"{"error":"unsupported content encoding"}"#,
+            Self::BodyUnreadable { .. } => r#"{"error":"unreadable body"}"#,
+            Self::Signature(_) => r#"{"error":"invalid signature"}"#,
+            Self::Parse(_) => r#"{"error":"not an AISoule event"}"#,
+            Self::Stale { .. } => r#"{"error":"stale event"}"#,
+            Self::UnreadableTimestamp { .. } => r#"{"error":"unreadable timestamp"}"#,
+            Self::InFlight => r#"{"error":"delivery in progress; retry later"}"#,
+            Self::Store(_) => r#"{"error":"temporarily unavailable; retry later"}"#,
+        }
+    }
+
+    /// A short, stable name for logs and metrics: `too_large`, `unsupported_encoding`,
+    /// `unreadable`, `signature`, `parse`, `stale`, `unreadable_timestamp`, `in_flight`,
+    /// `store`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::PayloadTooLarge { .. } => "too_large",
+            Self::UnsupportedEncoding { .. } => "unsupported_encoding",
+            Self::BodyUnreadable { .. } => "unreadable",
+            Self::Signature(_) => "signature",
+            Self::Parse(_) => "parse",
+            Self::Stale { .. } => "stale",
+            Self::UnreadableTimestamp { .. } => "unreadable_timestamp",
+            Self::InFlight => "in_flight",
+            Self::Store(_) => "store",
+        }
+    }
+}
+
+/// What an integration answers when it does not hand the request to your handler's answer:
+/// a [`Rejection`], a duplicate, a handler that panicked, or a route without a receiver.
+///
+/// Framework-neutral: each integration turns it into its own response type in one place, so
+/// every framework sends the same status, body and headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    status: http::StatusCode,
+    body: &'static str,
+    retry_after_secs: Option<u64>,
+}
+
+impl Answer {
+    /// `200 {"status":"duplicate"}`: already handled, so the platform stops retrying.
+    pub const DUPLICATE: Self = Self {
+        status: http::StatusCode::OK,
+        body: r#"{"status":"duplicate"}"#,
+        retry_after_secs: None,
+    };
+
+    /// `500`: the handler panicked. Its claim was released, so the platform's retry runs it
+    /// again.
+    pub const HANDLER_PANICKED: Self = Self {
+        status: http::StatusCode::INTERNAL_SERVER_ERROR,
+        body: r#"{"error":"handler failed"}"#,
+        retry_after_secs: None,
+    };
+
+    /// The status.
+    pub fn status(&self) -> http::StatusCode {
+        self.status
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> &'static str {
+        self.body
+    }
+
+    /// The `Retry-After` header's value in seconds, if any.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
+    }
+}
+
+impl From<&Rejection> for Answer {
+    fn from(rejection: &Rejection) -> Self {
+        Self {
+            status: rejection.status(),
+            body: rejection.public_body(),
+            retry_after_secs: rejection.retry_after_secs(),
+        }
+    }
+}
+
+/// A handler asked for the event on a route that has no receiver: no `WebhookLayer` or
+/// `WebhookMiddleware` around it, and no `Receiver` in the app state.
+///
+/// A wiring mistake, answered with 500 so it is noticed; the handler does not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error(
+    "no receiver on this route: wrap it in the WebhookLayer (axum) or WebhookMiddleware (actix-web), \
+     or put a Receiver in the app state"
+)]
+pub struct MissingReceiver;
+
+impl MissingReceiver {
+    /// 500.
+    pub fn status(&self) -> http::StatusCode {
+        http::StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl From<MissingReceiver> for Answer {
+    fn from(missing: MissingReceiver) -> Self {
+        tracing::error!("{missing}");
+        Self {
+            status: missing.status(),
+            body: r#"{"error":"webhook receiver misconfigured"}"#,
+            retry_after_secs: None,
+        }
+    }
+}
