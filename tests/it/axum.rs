@@ -18,28 +18,28 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tower::ServiceExt;
 
 use crate::e2e::{self, Framework, Recorder, StartFuture, e2e_cases, message, test_receiver};
+use crate::support::CapturedLogs;
 
 pub(crate) struct Axum;
 
+/// The e2e table's receiver: `receiver`'s layer on the webhook route, around `recorder`.
+pub(crate) fn recorded_app(receiver: Receiver, recorder: Recorder) -> Router {
+    Router::new()
+        .route(
+            "/webhook",
+            post(
+                |State(recorder): State<Recorder>, event: VerifiedEvent, body: Bytes| async move {
+                    StatusCode::from_u16(recorder.handle(&event, body).await).unwrap()
+                },
+            )
+            .layer(WebhookLayer::new(receiver)),
+        )
+        .with_state(recorder)
+}
+
 impl Framework for Axum {
     fn start(receiver: Receiver, recorder: Recorder) -> StartFuture {
-        Box::pin(async move {
-            let app =
-                Router::new()
-                    .route(
-                        "/webhook",
-                        post(
-                            |State(recorder): State<Recorder>,
-                             event: VerifiedEvent,
-                             body: Bytes| async move {
-                                StatusCode::from_u16(recorder.handle(&event, body).await).unwrap()
-                            },
-                        ),
-                    )
-                    .layer(WebhookLayer::new(receiver))
-                    .with_state(recorder);
-            serve(app).await
-        })
+        Box::pin(async move { serve(recorded_app(receiver, recorder)).await })
     }
 }
 
@@ -281,29 +281,10 @@ async fn the_axum_example_refuses_to_start_without_a_secret() {
     );
 }
 
-#[derive(Clone, Default)]
-struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn spans_carry_kind_id_label_and_outcome_but_never_secrets() {
     let logs = CapturedLogs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = logs.install();
 
     let app = Router::new()
         .route(
@@ -324,7 +305,7 @@ async fn spans_carry_kind_id_label_and_outcome_but_never_secrets() {
         .await
         .unwrap();
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     for expected in [
         "aisoule_webhook{",
         r#"kind="message.incoming""#,

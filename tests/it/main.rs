@@ -10,6 +10,8 @@ mod dedup;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod e2e;
 mod event;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod lifecycle;
 #[cfg(feature = "redis")]
 mod redis_server;
 mod support;
