@@ -16,6 +16,8 @@
 //! # let _ = request;
 //! ```
 
+pub mod store_suite;
+
 use std::time::SystemTime;
 
 use bytes::Bytes;

@@ -6,8 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use aisoule_webhooks::clock::ManualClock;
 use aisoule_webhooks::dedup::{Claim, ClaimGuard, Deduplicator, IdempotencyStore, MemoryStore};
+use aisoule_webhooks::test_util::store_suite::StoreUnderTest;
 use aisoule_webhooks::{ConfigError, DedupError, Event};
 use proptest::prelude::*;
+use std::future::Future;
+use std::pin::Pin;
 
 #[cfg(feature = "redis")]
 use crate::redis_server::RedisServer;
@@ -63,45 +66,43 @@ impl Backend {
 
     /// A deduplicator whose lease and TTL suit this backend's way of passing time.
     fn dedup(&self) -> Deduplicator {
-        let dedup = Deduplicator::from_arc(self.store());
+        Deduplicator::from_arc(self.store())
+            .with_lease(StoreUnderTest::lease(self))
+            .unwrap()
+            .with_ttl(StoreUnderTest::ttl(self))
+            .unwrap()
+    }
+}
+
+impl StoreUnderTest for Backend {
+    fn store(&self) -> Arc<dyn IdempotencyStore> {
+        Backend::store(self)
+    }
+
+    fn lease(&self) -> Duration {
         match self {
-            Self::Memory { .. } => dedup,
+            Self::Memory { .. } => Deduplicator::DEFAULT_LEASE,
             #[cfg(feature = "redis")]
-            Self::Redis { .. } => dedup
-                .with_lease(REDIS_LEASE)
-                .unwrap()
-                .with_ttl(REDIS_TTL)
-                .unwrap(),
+            Self::Redis { .. } => REDIS_LEASE,
         }
     }
 
-    async fn advance(&self, by: Duration) {
+    fn ttl(&self) -> Duration {
         match self {
-            Self::Memory { clock, .. } => clock.advance(by),
+            Self::Memory { .. } => Deduplicator::DEFAULT_TTL,
             #[cfg(feature = "redis")]
-            Self::Redis { .. } => tokio::time::sleep(by).await,
+            Self::Redis { .. } => REDIS_TTL,
         }
     }
 
-    async fn past_lease(&self) {
+    fn advance(&self, by: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         match self {
-            Self::Memory { .. } => {
-                self.advance(Deduplicator::DEFAULT_LEASE + Duration::from_secs(1))
-                    .await
+            Self::Memory { clock, .. } => {
+                clock.advance(by);
+                Box::pin(async {})
             }
             #[cfg(feature = "redis")]
-            Self::Redis { .. } => self.advance(REDIS_LEASE + Duration::from_millis(250)).await,
-        }
-    }
-
-    async fn past_ttl(&self) {
-        match self {
-            Self::Memory { .. } => {
-                self.advance(Deduplicator::DEFAULT_TTL + Duration::from_secs(1))
-                    .await
-            }
-            #[cfg(feature = "redis")]
-            Self::Redis { .. } => self.advance(REDIS_TTL + Duration::from_millis(250)).await,
+            Self::Redis { .. } => Box::pin(tokio::time::sleep(by)),
         }
     }
 }
@@ -119,160 +120,25 @@ fn fresh(claim: Claim) -> ClaimGuard {
     }
 }
 
-/// Dropping a guard releases on a spawned task for Redis; wait (boundedly) until it has.
-async fn claim_when_released(dedup: &Deduplicator, event: &Event) -> Claim {
-    for _ in 0..100 {
-        match dedup.claim(event).await.unwrap() {
-            Claim::InFlight => tokio::time::sleep(Duration::from_millis(10)).await,
-            other => return other,
-        }
-    }
-    panic!("the key was never released");
-}
-
-async fn fresh_then_in_flight_then_duplicate(backend: Backend) {
-    let dedup = backend.dedup();
-    let e = event("message.incoming", "wamid.1");
-    let guard = fresh(dedup.claim(&e).await.unwrap());
-    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::InFlight));
-    guard.commit().await.unwrap();
-    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
-}
-
-async fn release_on_failure_lets_the_retry_through(backend: Backend) {
-    let dedup = backend.dedup();
-    let e = event("message.incoming", "wamid.2");
-    fresh(dedup.claim(&e).await.unwrap())
-        .release()
-        .await
-        .unwrap();
-    let retry = fresh(dedup.claim(&e).await.unwrap());
-    retry.commit().await.unwrap();
-    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
-}
-
-async fn drop_without_commit_releases(backend: Backend) {
-    let dedup = backend.dedup();
-    let e = event("message.incoming", "wamid.3");
-    drop(fresh(dedup.claim(&e).await.unwrap()));
-    fresh(claim_when_released(&dedup, &e).await)
-        .commit()
-        .await
-        .unwrap();
-
-    // A handler that panics drops its guard while unwinding.
-    let dedup2 = dedup.clone();
-    let e2 = event("message.sent", "wamid.3");
-    let handler = tokio::spawn(async move {
-        let _guard = fresh(dedup2.claim(&e2).await.unwrap());
-        panic!("handler failed");
-    });
-    assert!(handler.await.unwrap_err().is_panic());
-    assert!(matches!(
-        claim_when_released(&dedup, &event("message.sent", "wamid.3")).await,
-        Claim::Fresh(_)
-    ));
-}
-
-async fn an_expired_lease_frees_the_key_and_the_stale_owner_cannot_commit(backend: Backend) {
-    let dedup = backend.dedup();
-    let e = event("message.incoming", "wamid.4");
-    let crashed = fresh(dedup.claim(&e).await.unwrap());
-    backend.past_lease().await;
-    let retry = fresh(dedup.claim(&e).await.unwrap());
-    assert!(matches!(
-        crashed.commit().await,
-        Err(DedupError::LeaseLost { .. })
-    ));
-    retry.commit().await.unwrap();
-    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
-}
-
-async fn completed_keys_are_forgotten_after_the_ttl(backend: Backend) {
-    let dedup = backend.dedup();
-    let e = event("message.read", "wamid.5");
-    fresh(dedup.claim(&e).await.unwrap())
-        .commit()
-        .await
-        .unwrap();
-    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
-    backend.past_ttl().await;
-    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Fresh(_)));
-}
-
-async fn namespaces_are_kept_apart(backend: Backend) {
-    let crm = backend.dedup().with_namespace("crm").unwrap();
-    let billing = backend.dedup().with_namespace("billing").unwrap();
-    let e = event("message.incoming", "wamid.6");
-    fresh(crm.claim(&e).await.unwrap()).commit().await.unwrap();
-    fresh(billing.claim(&e).await.unwrap())
-        .commit()
-        .await
-        .unwrap();
-    assert!(matches!(crm.claim(&e).await.unwrap(), Claim::Duplicate));
-    assert_ne!(crm.key_for(&e), billing.key_for(&e));
-}
-
-async fn statuses_sharing_a_message_id_are_distinct_events(backend: Backend) {
-    let dedup = backend.dedup();
-    let delivered = event("message.delivered", "msg_90a82b7194689c1");
-    let read = event("message.read", "msg_90a82b7194689c1");
-    fresh(dedup.claim(&delivered).await.unwrap())
-        .commit()
-        .await
-        .unwrap();
-    fresh(dedup.claim(&read).await.unwrap())
-        .commit()
-        .await
-        .unwrap();
-    assert!(matches!(
-        dedup.claim(&delivered).await.unwrap(),
-        Claim::Duplicate
-    ));
-}
-
-async fn hundred_concurrent_claims_give_exactly_one_fresh(backend: Backend) {
-    let dedup = backend.dedup();
-    let e = Arc::new(event("message.incoming", "wamid.7"));
-    let barrier = Arc::new(tokio::sync::Barrier::new(100));
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let (dedup, e, barrier) = (dedup.clone(), e.clone(), barrier.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                match dedup.claim(&e).await.unwrap() {
-                    // Keep the winner's claim held until every task has answered.
-                    Claim::Fresh(guard) => Some(guard),
-                    Claim::InFlight => None,
-                    Claim::Duplicate => panic!("nothing was committed"),
-                }
-            })
-        })
-        .collect();
-    let mut winners = Vec::new();
-    for task in tasks {
-        winners.extend(task.await.unwrap());
-    }
-    assert_eq!(winners.len(), 1);
-}
-
 macro_rules! both_stores {
     ($($case:ident),* $(,)?) => {
         mod memory_store {
+            use aisoule_webhooks::test_util::store_suite;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    super::$case(super::Backend::memory()).await;
+                    store_suite::$case(&super::Backend::memory()).await;
                 }
             )*
         }
         #[cfg(feature = "redis")]
         mod redis_store {
+            use aisoule_webhooks::test_util::store_suite;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     if let Some(backend) = super::Backend::redis().await {
-                        super::$case(backend).await;
+                        store_suite::$case(&backend).await;
                     }
                 }
             )*
@@ -285,6 +151,8 @@ both_stores!(
     release_on_failure_lets_the_retry_through,
     drop_without_commit_releases,
     an_expired_lease_frees_the_key_and_the_stale_owner_cannot_commit,
+    a_renewed_claim_outlives_its_lease,
+    a_claim_cancelled_after_it_took_effect_is_released_by_its_token,
     completed_keys_are_forgotten_after_the_ttl,
     namespaces_are_kept_apart,
     statuses_sharing_a_message_id_are_distinct_events,
