@@ -2,19 +2,21 @@
 //!
 //! ```text
 //! AISOULE_WEBHOOK_SECRET=whsec_… [AISOULE_WEBHOOK_SECRET_PREVIOUS=whsec_…] [PORT=8080] \
-//!     cargo run --example actix_receiver --features actix-web
+//!     [AISOULE_REDIS_URL=redis://127.0.0.1:6379/] \
+//!     cargo run --example actix_receiver --features actix-web,redis
 //! ```
 //!
-//! Serves `POST /webhook` on `127.0.0.1:$PORT` and prints one JSON line per handled event on
-//! stdout (logs go to stderr).
+//! Serves `POST /webhook` on `127.0.0.1:$PORT`, and `GET /health` outside the middleware,
+//! and prints one JSON line per handled event on stdout (logs go to stderr). With
+//! `AISOULE_REDIS_URL`, claims live in Redis, so several replicas can share them.
 
 mod common;
 
 use std::process::ExitCode;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
+use aisoule_webhooks::VerifiedEvent;
 use aisoule_webhooks::actix::WebhookMiddleware;
-use aisoule_webhooks::{Receiver, VerifiedEvent};
 
 async fn handle(event: VerifiedEvent) -> HttpResponse {
     match common::print_handled(&event) {
@@ -31,24 +33,33 @@ async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    let receiver = Receiver::new(settings.verifier);
+    let port = settings.port;
+    let receiver = match settings.receiver().await {
+        Ok(receiver) => receiver,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return ExitCode::from(2);
+        }
+    };
     let server = HttpServer::new(move || {
-        App::new().service(
-            web::resource("/webhook")
-                .wrap(WebhookMiddleware::new(receiver.clone()))
-                .route(web::post().to(handle)),
-        )
+        App::new()
+            .service(
+                web::resource("/webhook")
+                    .wrap(WebhookMiddleware::new(receiver.clone()))
+                    .route(web::post().to(handle)),
+            )
+            .route("/health", web::get().to(|| async { "ok" }))
     })
     .workers(2)
-    .bind(("127.0.0.1", settings.port));
+    .bind(("127.0.0.1", port));
     let server = match server {
         Ok(server) => server,
         Err(e) => {
-            eprintln!("error: cannot listen on 127.0.0.1:{}: {e}", settings.port);
+            eprintln!("error: cannot listen on 127.0.0.1:{port}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("listening on http://127.0.0.1:{}/webhook", settings.port);
+    eprintln!("listening on http://127.0.0.1:{port}/webhook");
     match server.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,20 +2,23 @@
 //!
 //! ```text
 //! AISOULE_WEBHOOK_SECRET=whsec_… [AISOULE_WEBHOOK_SECRET_PREVIOUS=whsec_…] [PORT=8080] \
-//!     cargo run --example axum_receiver --features axum
+//!     [AISOULE_REDIS_URL=redis://127.0.0.1:6379/] \
+//!     cargo run --example axum_receiver --features axum,redis
 //! ```
 //!
-//! Serves `POST /webhook` on `127.0.0.1:$PORT` and prints one JSON line per handled event on
-//! stdout (logs go to stderr).
+//! Serves `POST /webhook` on `127.0.0.1:$PORT`, and `GET /health` outside the webhook layer,
+//! and prints one JSON line per handled event on stdout (logs go to stderr). With
+//! `AISOULE_REDIS_URL`, claims live in Redis, so several replicas can share them.
 
 mod common;
 
 use std::process::ExitCode;
 
+use aisoule_webhooks::VerifiedEvent;
 use aisoule_webhooks::axum::WebhookLayer;
-use aisoule_webhooks::{Receiver, VerifiedEvent};
+use axum::Router;
 use axum::http::StatusCode;
-use axum::{Router, routing::post};
+use axum::routing::{get, post};
 
 async fn handle(event: VerifiedEvent) -> StatusCode {
     match common::print_handled(&event) {
@@ -32,13 +35,22 @@ async fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
+    let port = settings.port;
+    let receiver = match settings.receiver().await {
+        Ok(receiver) => receiver,
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            return ExitCode::from(2);
+        }
+    };
     let app = Router::new()
-        .route("/webhook", post(handle))
-        .layer(WebhookLayer::new(Receiver::new(settings.verifier)));
-    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await {
+        // The layer wraps the webhook route only: `/health` and unknown paths stay outside it.
+        .route("/webhook", post(handle).layer(WebhookLayer::new(receiver)))
+        .route("/health", get(|| async { "ok" }));
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("error: cannot listen on 127.0.0.1:{}: {e}", settings.port);
+            eprintln!("error: cannot listen on 127.0.0.1:{port}: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -373,6 +373,9 @@ impl fmt::Display for MessageId {
 /// The help pages write `+919876543210`, the developer page `918856879188`. Both are kept as
 /// sent, and compare equal when their [E.164](https://en.wikipedia.org/wiki/E.164) forms do.
 ///
+/// `Display` (and `Serialize`) write the E.164 form when there is one (`+918856879188`), and
+/// the number as sent otherwise, so the same customer prints the same way from either dialect.
+///
 /// ```
 /// use aisoule_webhooks::event::PhoneNumber;
 /// let a = PhoneNumber::new("918856879188");
@@ -380,6 +383,7 @@ impl fmt::Display for MessageId {
 /// assert_eq!(a, b);
 /// assert_eq!(a.e164(), Some("+918856879188"));
 /// assert_eq!(b.as_sent(), "+91 88568-79188");
+/// assert_eq!(b.to_string(), "+918856879188"); // Display: the E.164 form
 /// ```
 #[derive(Debug, Clone)]
 pub struct PhoneNumber {

@@ -12,14 +12,14 @@
 //!
 //! async fn handle(event: VerifiedEvent) -> StatusCode {
 //!     println!("{} {:?} {:?}", event.kind(), event.message_id(), event.text());
-//!     StatusCode::OK // 2xx commits the claim; anything else lets the platform's retry through
+//!     StatusCode::OK // 200 commits the claim; anything but a 2xx lets the platform's retry through
 //! }
 //!
 //! pub async fn serve() -> Result<(), Box<dyn std::error::Error>> {
 //!     let secret = WebhookSecret::new(std::env::var("AISOULE_WEBHOOK_SECRET")?)?;
-//!     let app = Router::new()
-//!         .route("/webhook", post(handle))
-//!         .layer(WebhookLayer::new(Receiver::new(Verifier::new(secret))));
+//!     let receiver = Receiver::new(Verifier::new(secret));
+//!     // On the webhook route only, so other routes stay outside it.
+//!     let app = Router::new().route("/webhook", post(handle).layer(WebhookLayer::new(receiver)));
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //!     axum::serve(listener, app).await?;
 //!     Ok(())
@@ -29,8 +29,10 @@
 //!
 //! The same with actix-web is [`actix`]'s example; both answer the platform with one status map
 //! (see the README): 401 for every signature failure, 400 for non-events and replays, 409 while
-//! another delivery of the event is in flight, 413 over the body limit, 503 when the idempotency
-//! store is down, 200 without calling your handler for a duplicate.
+//! another delivery of the event is in flight, 413 over the body limit, 415 for an encoding
+//! other than gzip or deflate, 500 when the handler panicked, 503 when the idempotency store is
+//! down, 200 without calling your handler for a duplicate. Both run your handler in a task of
+//! its own, so it completes even when the platform hangs up at its 5 s deadline.
 //!
 //! # Without a framework
 //!

@@ -4,14 +4,44 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use aisoule_webhooks::{VerifiedEvent, Verifier, WebhookSecret};
+use aisoule_webhooks::{Deduplicator, Receiver, VerifiedEvent, Verifier, WebhookSecret};
 use serde_json::{Map, Value, json};
 
-/// The example's settings, from `AISOULE_WEBHOOK_SECRET`, `AISOULE_WEBHOOK_SECRET_PREVIOUS`
-/// and `PORT`.
+/// The example's settings, from `AISOULE_WEBHOOK_SECRET`, `AISOULE_WEBHOOK_SECRET_PREVIOUS`,
+/// `AISOULE_REDIS_URL` and `PORT`.
 pub(crate) struct Settings {
     pub(crate) verifier: Verifier,
+    pub(crate) redis_url: Option<String>,
     pub(crate) port: u16,
+}
+
+impl Settings {
+    /// The receiver: on the Redis store when `AISOULE_REDIS_URL` is set, so that several
+    /// replicas share one idempotency store; in memory otherwise.
+    pub(crate) async fn receiver(self) -> Result<Receiver, String> {
+        let deduplicator = match self.redis_url {
+            None => Deduplicator::in_memory(),
+            #[cfg(feature = "redis")]
+            Some(url) => {
+                let store = aisoule_webhooks::dedup::redis::RedisStore::connect(&url)
+                    .await
+                    .map_err(|e| format!("AISOULE_REDIS_URL: {e}"))?;
+                Deduplicator::new(store)
+            }
+            #[cfg(not(feature = "redis"))]
+            Some(_) => {
+                return Err(
+                    "AISOULE_REDIS_URL is set, but this build has no Redis store: \
+                            add `--features redis`"
+                        .to_owned(),
+                );
+            }
+        };
+        Receiver::builder(self.verifier)
+            .deduplicator(deduplicator)
+            .build()
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Sends logs to stderr (stdout carries the JSON lines) and reads the settings, or explains
@@ -48,7 +78,12 @@ fn settings_from_env() -> Result<Settings, String> {
             .map_err(|_| format!("PORT={port:?} is not a port number"))?,
         Err(_) => 8080,
     };
-    Ok(Settings { verifier, port })
+    let redis_url = std::env::var("AISOULE_REDIS_URL").ok();
+    Ok(Settings {
+        verifier,
+        redis_url,
+        port,
+    })
 }
 
 /// The line printed for a handled event: present fields only.

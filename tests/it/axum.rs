@@ -186,6 +186,15 @@ pub(crate) async fn drive_example_receiver(name: &str) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(ready, "{name} did not start listening");
+    // The receiver wraps the webhook route only.
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200, "{name}: /health");
+    let unknown = reqwest::get(format!("http://127.0.0.1:{port}/nope"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404, "{name}: an unknown path");
 
     let samples = Delivery::every_sample();
     for sample in &samples {
