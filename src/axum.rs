@@ -121,6 +121,10 @@ where
 /// commits the claim; any other answer or a panic releases it, so the platform's retry is
 /// processed. The inner call is spawned on the tokio runtime, so it completes even when the
 /// client hangs up.
+///
+/// The runtime needs tokio's time driver, which renews the claim while a handler runs:
+/// `#[tokio::main]`, `#[tokio::test]` and `Builder::enable_all` have it; a runtime you build
+/// yourself needs `enable_time()`.
 #[derive(Debug, Clone)]
 pub struct WebhookLayer {
     receiver: Receiver,

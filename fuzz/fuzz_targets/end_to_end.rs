@@ -149,6 +149,8 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_current_thread()
+            // The lifecycle renews claims on tokio's timer.
+            .enable_time()
             .build()
             .expect("a runtime")
     })

@@ -24,6 +24,8 @@ fn request(n: u64) -> http::Request<axum::body::Body> {
 
 fn pipeline(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        // The lifecycle renews claims on tokio's timer.
+        .enable_time()
         .build()
         .unwrap();
     let layered = Router::new()
