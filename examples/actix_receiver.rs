@@ -36,10 +36,7 @@ async fn main() -> ExitCode {
     let port = settings.port;
     let receiver = match settings.receiver().await {
         Ok(receiver) => receiver,
-        Err(problem) => {
-            eprintln!("error: {problem}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let server = HttpServer::new(move || {
         App::new()

@@ -38,10 +38,7 @@ async fn main() -> ExitCode {
     let port = settings.port;
     let receiver = match settings.receiver().await {
         Ok(receiver) => receiver,
-        Err(problem) => {
-            eprintln!("error: {problem}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let app = Router::new()
         // The layer wraps the webhook route only: `/health` and unknown paths stay outside it.

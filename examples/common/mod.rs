@@ -17,8 +17,16 @@ pub(crate) struct Settings {
 
 impl Settings {
     /// The receiver: on the Redis store when `AISOULE_REDIS_URL` is set, so that several
-    /// replicas share one idempotency store; in memory otherwise.
-    pub(crate) async fn receiver(self) -> Result<Receiver, String> {
+    /// replicas share one idempotency store; in memory otherwise. On failure, explains it and
+    /// gives the exit code to stop with.
+    pub(crate) async fn receiver(self) -> Result<Receiver, ExitCode> {
+        self.build_receiver().await.map_err(|problem| {
+            eprintln!("error: {problem}");
+            ExitCode::from(2)
+        })
+    }
+
+    async fn build_receiver(self) -> Result<Receiver, String> {
         let deduplicator = match self.redis_url {
             None => Deduplicator::in_memory(),
             #[cfg(feature = "redis")]

@@ -1,6 +1,9 @@
 //! Reading a request body: up to the limit, and decoded by one `Content-Encoding` policy for
 //! every framework.
 
+// Only the framework integrations read request bodies.
+#![cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
+
 use std::fmt;
 use std::io::Read;
 

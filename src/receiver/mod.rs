@@ -85,6 +85,7 @@ pub enum Admission {
 }
 
 /// The request headers the lifecycle reads, whatever HTTP types the framework uses.
+#[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 pub(crate) trait RequestHeaders {
     /// Every value of the header `name` (lowercase), in order.
     fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]>;
@@ -328,6 +329,7 @@ impl Receiver {
 
     /// The integrations' first half of the lifecycle: read and decode the body, then
     /// [`admit`](Self::admit). Anything but a fresh delivery comes back as the answer to send.
+    #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
     pub(crate) async fn admit_request<S, E>(
         &self,
         headers: &impl RequestHeaders,
@@ -355,6 +357,7 @@ impl Receiver {
         }
     }
 
+    #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
     async fn read_request_body<S, E>(
         &self,
         headers: &impl RequestHeaders,

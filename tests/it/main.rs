@@ -6,6 +6,7 @@ mod actix;
 mod adversarial;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod axum;
+#[cfg(feature = "test-util")]
 mod dedup;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod e2e;

@@ -36,6 +36,7 @@ pub(crate) fn fixtures_in(folder: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A store that is always down.
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 #[derive(Debug)]
 pub(crate) struct DownStore;
 
@@ -78,9 +79,11 @@ impl IdempotencyStore for DownStore {
 
 /// Everything logged through `tracing` while [`CapturedLogs::install`]'s guard lives, at
 /// DEBUG and above, as plain text.
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 #[derive(Clone, Default)]
 pub(crate) struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 impl CapturedLogs {
     pub(crate) fn install(&self) -> tracing::subscriber::DefaultGuard {
         let writer = self.clone();
