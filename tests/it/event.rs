@@ -460,3 +460,31 @@ fn regression_unix_seconds_outside_rfc3339_years_are_unreadable_not_misrendered(
         );
     }
 }
+
+#[test]
+fn every_key_that_decides_dispatch_dedup_or_freshness_may_appear_only_once() {
+    for (body, path) in [
+        (
+            r#"{"event":"message.read","event":"message.sent","data":{}}"#,
+            "$.event",
+        ),
+        (
+            r#"{"event":"message.read","timestamp":1780369298,"timestamp":1,"data":{}}"#,
+            "$.timestamp",
+        ),
+        (
+            r#"{"event":"message.read","data":{"message_id":"a"},"data":{"message_id":"b"}}"#,
+            "$.data",
+        ),
+        (
+            r#"{"event":"message.read","data":{"message_id":"a","message_id":"b"}}"#,
+            "$.data.message_id",
+        ),
+    ] {
+        assert_eq!(
+            Event::parse(body.as_bytes()).unwrap_err(),
+            aisoule_webhooks::ParseError::DuplicateKey { path },
+            "{body}"
+        );
+    }
+}

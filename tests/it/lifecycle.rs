@@ -348,3 +348,77 @@ fn receiver_settings_are_checked_once_when_built() {
         Err(ConfigError::ZeroDuration { .. })
     ));
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_handler_running_past_the_slow_handler_warning_is_logged_and_not_cancelled() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let receiver = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+        .clock(Arc::new(aisoule_webhooks::clock::ManualClock::new(
+            crate::e2e::test_now(),
+        )))
+        .slow_handler_warning(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let app = Router::new().route(
+        "/webhook",
+        post(|_: VerifiedEvent| async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            StatusCode::OK
+        })
+        .layer(WebhookLayer::new(receiver)),
+    );
+    let delivery = message(Dialect::Help, "slow-warning-1");
+    let response = app
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "a slow handler is never cancelled");
+    let text = logs.text();
+    let warning = text
+        .lines()
+        .find(|line| line.contains("still running"))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("slow-warning-1"),
+        "{warning}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_timestamp_is_accepted_by_default_and_refused_when_asked() {
+    let unreadable = aisoule_webhooks::test_util::Delivery::sample(
+        aisoule_webhooks::event::EventKind::MessageIncoming,
+        Dialect::Help,
+    )
+    .message_id("yesterday-1")
+    .set("/timestamp", "yesterday")
+    .build();
+    let accepting = Router::new().route(
+        "/webhook",
+        post(|_: VerifiedEvent| async { StatusCode::OK }).layer(WebhookLayer::new(test_receiver())),
+    );
+    let response = accepting
+        .oneshot(unreadable.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let refusing = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+        .refuse_unreadable_timestamps()
+        .build()
+        .unwrap();
+    let refusing = Router::new().route(
+        "/webhook",
+        post(|_: VerifiedEvent| async { StatusCode::OK }).layer(WebhookLayer::new(refusing)),
+    );
+    let response = refusing
+        .oneshot(unreadable.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], br#"{"error":"unreadable timestamp"}"#);
+}
