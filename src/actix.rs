@@ -49,9 +49,14 @@ use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Extensions, Payload, Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body::Frame;
+use http_body_util::StreamBody;
 use tracing::Instrument;
 
 use crate::error::Rejection;
@@ -123,6 +128,11 @@ impl RequestHeaders for HeaderMap {
     fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
         self.get_all(name).map(HeaderValue::as_bytes)
     }
+}
+
+/// actix's payload as an `http_body::Body`, for the lifecycle to read up to its limit.
+fn body(payload: Payload) -> impl http_body::Body<Data = Bytes, Error = PayloadError> {
+    StreamBody::new(payload.map(|chunk| chunk.map(Frame::data)))
 }
 
 /// actix's extractors read their limits from request data; give them the receiver's, keeping
@@ -203,7 +213,7 @@ where
         let service = Rc::clone(&self.service);
         let receiver = self.receiver.clone();
         let lifecycle = async move {
-            let payload = request.take_payload();
+            let payload = body(request.take_payload());
             let admitted = match receiver.admit_request(request.headers(), payload).await {
                 Ok(admitted) => admitted,
                 Err(answer) => {
@@ -308,7 +318,7 @@ impl FromRequest for WebhookDelivery {
         let request = request.clone();
         Box::pin(async move {
             let (event, settlement) = receiver
-                .admit_request(request.headers(), payload)
+                .admit_request(request.headers(), body(payload))
                 .instrument(delivery_span())
                 .await
                 .map_err(AnswerError)?

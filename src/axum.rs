@@ -52,22 +52,19 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use bytes::{Buf, Bytes};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
-use http_body_util::BodyDataStream;
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
 use crate::error::Rejection;
 use crate::receiver::{
-    Answer, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent, delivery_span,
+    Answer, BoxError, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent,
+    delivery_span,
 };
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
@@ -97,18 +94,6 @@ impl RequestHeaders for HeaderMap {
     fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
         self.get_all(name).into_iter().map(HeaderValue::as_bytes)
     }
-}
-
-/// The body as a stream of `Bytes` chunks, for the lifecycle to read up to its limit.
-fn chunks<B>(body: B) -> impl futures_util::Stream<Item = Result<Bytes, String>>
-where
-    B: http_body::Body,
-    B::Error: Into<BoxError>,
-{
-    BodyDataStream::new(body).map(|chunk| match chunk {
-        Ok(mut data) => Ok(data.copy_to_bytes(data.remaining())),
-        Err(error) => Err(error.into().to_string()),
-    })
 }
 
 /// A tower [`Layer`] that runs the delivery lifecycle around the service it wraps: read,
@@ -182,7 +167,7 @@ where
         let span = delivery_span();
         let lifecycle = async move {
             let (mut parts, body) = request.into_parts();
-            let admitted = match receiver.admit_request(&parts.headers, chunks(body)).await {
+            let admitted = match receiver.admit_request(&parts.headers, body).await {
                 Ok(admitted) => admitted,
                 Err(answer) => return Ok(answer.into_response()),
             };
@@ -273,7 +258,7 @@ where
         let receiver = Receiver::from_ref(state);
         let (parts, body) = request.into_parts();
         let (event, settlement) = receiver
-            .admit_request(&parts.headers, chunks(body))
+            .admit_request(&parts.headers, body)
             .instrument(delivery_span())
             .await?
             .into_parts();

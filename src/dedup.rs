@@ -502,14 +502,14 @@ impl Deduplicator {
     pub async fn claim_key(&self, key: DedupKey) -> Result<Claim, DedupError> {
         // The guard exists before the store is asked: if this future is dropped while the
         // store is answering, the guard's drop releases whatever the claim did, by its token.
+        let token = ClaimToken::random()?;
         let mut guard = ClaimGuard {
             store: Some(Arc::clone(&self.store)),
             key,
-            token: Some(ClaimToken::random()?),
+            token: Some(token),
             lease: self.lease,
             ttl: self.ttl,
         };
-        let token = guard.token.expect("set above");
         match self.store.claim(&guard.key, token, self.lease).await {
             Ok(StoreClaim::Acquired) => Ok(Claim::Fresh(guard)),
             Ok(StoreClaim::Completed) => {

@@ -21,9 +21,13 @@ use crate::secret::WebhookSecret;
 type HmacSha256 = Hmac<Sha256>;
 
 /// `X-Webhook-Signature`: the header the help pages document (plain hex).
-pub const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("x-webhook-signature");
+pub const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER_NAMES[0]);
 /// `X-AISoule-Signature`: the header the developer page documents (`sha256=<hex>`).
-pub const AISOULE_SIGNATURE: HeaderName = HeaderName::from_static("x-aisoule-signature");
+pub const AISOULE_SIGNATURE: HeaderName = HeaderName::from_static(SIGNATURE_HEADER_NAMES[1]);
+
+/// Both signature headers' names, in the order they are read, for code that takes them as
+/// text (the frameworks' header maps are of different `http` versions).
+pub(crate) const SIGNATURE_HEADER_NAMES: [&str; 2] = ["x-webhook-signature", "x-aisoule-signature"];
 
 /// Length of an HMAC-SHA256 tag in bytes.
 const TAG_LEN: usize = 32;

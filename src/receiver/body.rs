@@ -4,14 +4,16 @@
 // Only the framework integrations read request bodies.
 #![cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 
-use std::fmt;
 use std::io::Read;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use flate2::read::{GzDecoder, ZlibDecoder};
-use futures_util::{Stream, StreamExt};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::Rejection;
+
+/// The error type `http_body_util` boxes body errors into.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The largest request body the integrations read.
 ///
@@ -81,44 +83,34 @@ impl ContentEncoding {
     }
 }
 
-/// Collects `chunks` up to `limit` bytes, then decodes them, refusing a declared length, a
-/// stream or a decoded body over the limit as soon as it is known.
-pub(crate) async fn read_body<S, E>(
+/// Reads `body` up to `limit` bytes, then decodes it, refusing a declared length, a stream or
+/// a decoded body over the limit as soon as it is known.
+pub(crate) async fn read_body<B>(
     limit: BodyLimit,
     declared_length: Option<u64>,
     encoding: ContentEncoding,
-    chunks: S,
+    body: B,
 ) -> Result<Bytes, Rejection>
 where
-    S: Stream<Item = Result<Bytes, E>>,
-    E: fmt::Display,
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
 {
     let limit = limit.get();
     if declared_length.is_some_and(|declared| declared > limit as u64) {
         return Err(Rejection::PayloadTooLarge { limit });
     }
-    let mut chunks = std::pin::pin!(chunks);
-    let mut body = BytesMut::new();
-    let mut single = None;
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|error| Rejection::BodyUnreadable {
-            reason: error.to_string(),
-        })?;
-        if body.len() + single.as_ref().map_or(0, Bytes::len) + chunk.len() > limit {
+    let raw = match Limited::new(body, limit).collect().await {
+        // A body that arrived in one chunk is kept as it is, without a copy.
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(Rejection::PayloadTooLarge { limit });
         }
-        // Most bodies arrive in one chunk: keep it as it is, without a copy.
-        match single.take() {
-            None if body.is_empty() => single = Some(chunk),
-            previous => {
-                if let Some(previous) = previous {
-                    body.extend_from_slice(&previous);
-                }
-                body.extend_from_slice(&chunk);
-            }
+        Err(error) => {
+            return Err(Rejection::BodyUnreadable {
+                reason: error.to_string(),
+            });
         }
-    }
-    let raw = single.unwrap_or_else(|| body.freeze());
+    };
     match encoding {
         ContentEncoding::Identity => Ok(raw),
         ContentEncoding::Gzip => decode(GzDecoder::new(&raw[..]), limit),

@@ -20,7 +20,6 @@ use crate::error::DedupError;
 #[derive(Debug)]
 #[must_use = "an admitted delivery must be run or settled; dropping it releases its claim"]
 pub struct Admitted {
-    event: VerifiedEvent,
     settlement: Settlement,
     slow_handler_warning: Duration,
 }
@@ -34,26 +33,25 @@ impl Admitted {
         Self {
             settlement: Settlement {
                 claim: Some(claim),
-                event: event.clone(),
+                event,
             },
-            event,
             slow_handler_warning,
         }
     }
 
     /// The event.
     pub fn event(&self) -> &VerifiedEvent {
-        &self.event
+        &self.settlement.event
     }
 
     /// The body exactly as verified (after any `Content-Encoding` was decoded).
     pub fn body(&self) -> &Bytes {
-        self.event.raw()
+        self.settlement.event.raw()
     }
 
     /// The event and the settlement of its claim, for handlers that settle it themselves.
     pub fn into_parts(self) -> (VerifiedEvent, Settlement) {
-        (self.event, self.settlement)
+        (self.settlement.event.clone(), self.settlement)
     }
 
     /// Runs `handler` to completion and settles the claim by its answer: `status_of` gives
@@ -75,7 +73,6 @@ impl Admitted {
         let Self {
             settlement,
             slow_handler_warning,
-            ..
         } = self;
         let output = {
             let mut handler = pin!(handler);

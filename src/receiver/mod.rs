@@ -27,21 +27,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
 use tracing::field::Empty;
 
 use crate::clock::{Clock, SystemClock};
 use crate::dedup::{Claim, Deduplicator};
 use crate::error::ConfigError;
 use crate::event::{Event, EventTime};
-use crate::verify::Verifier;
+use crate::verify::{SIGNATURE_HEADER_NAMES, Verifier};
 
 mod body;
 mod lifecycle;
 mod rejection;
 
 pub use body::BodyLimit;
-pub(crate) use body::ContentEncoding;
+pub(crate) use body::{BoxError, ContentEncoding};
 pub use lifecycle::{Admitted, Settlement};
 pub use rejection::{Answer, MissingReceiver, Rejection};
 
@@ -305,52 +304,34 @@ impl Receiver {
         body: Bytes,
     ) -> Result<Admission, Rejection> {
         let admission = self.admit_inner(signatures, body).await;
-        let span = tracing::Span::current();
-        match &admission {
-            Ok(Admission::Fresh(_)) => {
-                span.record("outcome", "admitted");
-                tracing::debug!("delivery admitted");
-            }
-            Ok(Admission::Duplicate) => {
-                span.record("outcome", "duplicate");
-                tracing::info!("duplicate delivery of an event already handled; answered 200");
-            }
-            Err(rejection @ Rejection::InFlight) => {
-                span.record("outcome", rejection.outcome());
-                tracing::info!(%rejection, "delivery not handed to the handler");
-            }
-            Err(rejection) => {
-                span.record("outcome", rejection.outcome());
-                tracing::warn!(%rejection, status = %rejection.status(), "delivery rejected");
-            }
-        }
+        report(&admission);
         admission
     }
 
-    /// The integrations' first half of the lifecycle: read and decode the body, then
-    /// [`admit`](Self::admit). Anything but a fresh delivery comes back as the answer to send.
+    /// The integrations' first half of the lifecycle: read and decode the body, then admit it
+    /// as [`admit`](Self::admit) does. Anything but a fresh delivery comes back as the answer
+    /// to send.
     #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
-    pub(crate) async fn admit_request<S, E>(
+    pub(crate) async fn admit_request<B>(
         &self,
         headers: &impl RequestHeaders,
-        chunks: S,
+        body: B,
     ) -> Result<Admitted, Answer>
     where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: fmt::Display,
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
     {
-        let body = match self.read_request_body(headers, chunks).await {
-            Ok(body) => body,
-            Err(rejection) => {
-                tracing::Span::current().record("outcome", rejection.outcome());
-                tracing::warn!(%rejection, status = %rejection.status(), "delivery rejected");
-                return Err(Answer::from(&rejection));
+        let admission = match self.read_request_body(headers, body).await {
+            Ok(body) => {
+                let signatures = SIGNATURE_HEADER_NAMES
+                    .into_iter()
+                    .flat_map(|name| headers.all(name));
+                self.admit_inner(signatures, body).await
             }
+            Err(rejection) => Err(rejection),
         };
-        let signatures = headers
-            .all("x-webhook-signature")
-            .chain(headers.all("x-aisoule-signature"));
-        match self.admit(signatures, body).await {
+        report(&admission);
+        match admission {
             Ok(Admission::Fresh(admitted)) => Ok(admitted),
             Ok(Admission::Duplicate) => Err(Answer::DUPLICATE),
             Err(rejection) => Err(Answer::from(&rejection)),
@@ -358,21 +339,21 @@ impl Receiver {
     }
 
     #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
-    async fn read_request_body<S, E>(
+    async fn read_request_body<B>(
         &self,
         headers: &impl RequestHeaders,
-        chunks: S,
+        body: B,
     ) -> Result<Bytes, Rejection>
     where
-        S: Stream<Item = Result<Bytes, E>>,
-        E: fmt::Display,
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
     {
         let declared = headers
             .one("content-length")
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let encoding = ContentEncoding::from_header(headers.one("content-encoding"))?;
-        body::read_body(self.inner.body_limit, declared, encoding, chunks).await
+        body::read_body(self.inner.body_limit, declared, encoding, body).await
     }
 
     async fn admit_inner<'a>(
@@ -432,6 +413,30 @@ impl Receiver {
             });
         }
         Ok(())
+    }
+}
+
+/// Records an admission's outcome on the delivery span and logs it: the one place every
+/// delivery's outcome is reported, whichever way it was admitted.
+fn report(admission: &Result<Admission, Rejection>) {
+    let span = tracing::Span::current();
+    match admission {
+        Ok(Admission::Fresh(_)) => {
+            span.record("outcome", "admitted");
+            tracing::debug!("delivery admitted");
+        }
+        Ok(Admission::Duplicate) => {
+            span.record("outcome", "duplicate");
+            tracing::info!("duplicate delivery of an event already handled; answered 200");
+        }
+        Err(rejection @ Rejection::InFlight) => {
+            span.record("outcome", rejection.outcome());
+            tracing::info!(%rejection, "delivery not handed to the handler");
+        }
+        Err(rejection) => {
+            span.record("outcome", rejection.outcome());
+            tracing::warn!(%rejection, status = %rejection.status(), "delivery rejected");
+        }
     }
 }
 
