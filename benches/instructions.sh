@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The tower layer's cost per delivery, in instructions (callgrind), over a bare axum handler.
+# Runs each mode at two counts and divides the difference, so start-up and the building of
+# each signed request cancel out. Instruction counts do not drift with machine load.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+cargo build --release -q -p aisoule-webhooks-comparisons --bin pipeline_instructions
+bin=target/release/pipeline_instructions
+small=${SMALL:-200}
+large=${LARGE:-2200}
+instructions() {
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 |
+        sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+declare -A per
+for mode in bare layer; do
+    a=$(instructions "$mode" "$small")
+    b=$(instructions "$mode" "$large")
+    per[$mode]=$(( (b - a) / (large - small) ))
+    echo "$mode: ${per[$mode]} instructions per delivery"
+done
+echo "the layer adds: $(( per[layer] - per[bare] )) instructions per delivery"
