@@ -2,13 +2,15 @@
 //!
 //! ```text
 //! AISOULE_WEBHOOK_SECRET=whsec_… [AISOULE_WEBHOOK_SECRET_PREVIOUS=whsec_…] [PORT=8080] \
-//!     [AISOULE_REDIS_URL=redis://127.0.0.1:6379/] \
-//!     cargo run --example actix_receiver --features actix-web,redis
+//!     [AISOULE_REDIS_URL=redis://127.0.0.1:6379/] [AISOULE_INBOX=sqlite:inbox.db] \
+//!     cargo run --example actix_receiver --features actix-web,redis,sqlite
 //! ```
 //!
 //! Serves `POST /webhook` on `127.0.0.1:$PORT`, and `GET /health` outside the middleware,
 //! and prints one JSON line per handled event on stdout (logs go to stderr). With
-//! `AISOULE_REDIS_URL`, claims live in Redis, so several replicas can share them.
+//! `AISOULE_REDIS_URL`, claims live in Redis, so several replicas can share them. With
+//! `AISOULE_INBOX` (`sqlite:PATH`, or a `postgres://` URL with `--features postgres`), each
+//! delivery is stored durably and answered at once, and the inbox's workers print the line.
 
 mod common;
 
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use aisoule_webhooks::VerifiedEvent;
 use aisoule_webhooks::actix::WebhookMiddleware;
+use aisoule_webhooks::inbox::Job;
 
 async fn handle(event: VerifiedEvent) -> HttpResponse {
     match common::print_handled(&event) {
@@ -34,10 +37,15 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     let port = settings.port;
-    let receiver = match settings.receiver().await {
-        Ok(receiver) => receiver,
+    let configured = match settings.receiver().await {
+        Ok(configured) => configured,
         Err(code) => return code,
     };
+    let receiver = configured.receiver;
+    // Inbox mode: the workers print the same line the route prints inline.
+    let workers = configured
+        .inbox
+        .map(|inbox| inbox.start(|job: Job| async move { common::print_handled(job.event()) }));
     let server = HttpServer::new(move || {
         App::new()
             .service(
@@ -57,7 +65,12 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!("listening on http://127.0.0.1:{port}/webhook");
-    match server.run().await {
+    let served = server.run().await;
+    if let Some(workers) = workers {
+        // Running handlers get 10 s to finish; the rest go back to the inbox.
+        workers.shutdown(std::time::Duration::from_secs(10)).await;
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -50,7 +50,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -61,6 +61,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::error::Rejection;
+use crate::inbox::{HandlerError, Job, JobHandler};
 use crate::receiver::{
     Answer, BoxError, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent,
     delivery_span,
@@ -263,5 +264,94 @@ where
             .await?
             .into_parts();
         Ok(Self { event, settlement })
+    }
+}
+
+/// The inbox's [`Job`] (its attempt number and idempotency key), for handlers that the inbox's
+/// workers run through [`InboxHandler`]. Take it as `Option<Job>`: it is `None` when the same
+/// handler runs inline, so one handler serves both modes.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Job {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Job>().cloned())
+    }
+}
+
+/// Runs an axum handler, router or any tower service as the inbox's job handler, so that the
+/// handler you wrote for inline mode moves to the workers unchanged.
+///
+/// Each job becomes a `POST /` request carrying the stored body, with the [`VerifiedEvent`]
+/// and the [`Job`] in its extensions: extractors such as `VerifiedEvent`, `Bytes`, `Json<T>`,
+/// `State` and `Option<Job>` work as they do behind [`WebhookLayer`]. A 2xx answer marks the
+/// job done; any other status is a failure, retried with backoff.
+///
+/// ```no_run
+/// use axum::{http::StatusCode, routing::post};
+/// use aisoule_webhooks::axum::{InboxHandler, WebhookLayer};
+/// use aisoule_webhooks::inbox::Inbox;
+/// use aisoule_webhooks::{Receiver, VerifiedEvent, Verifier, WebhookSecret};
+///
+/// async fn handle(event: VerifiedEvent) -> StatusCode {
+///     println!("{}", event.kind());
+///     StatusCode::OK
+/// }
+///
+/// # async fn run(inbox: Inbox) -> Result<(), Box<dyn std::error::Error>> {
+/// let secret = WebhookSecret::new(std::env::var("AISOULE_WEBHOOK_SECRET")?)?;
+/// let receiver = Receiver::builder(Verifier::new(secret)).inbox(inbox.clone()).build()?;
+/// // The request path stores and answers 200; it never calls `handle`.
+/// let app: axum::Router = axum::Router::new()
+///     .route("/webhook", post(handle).layer(WebhookLayer::new(receiver)));
+/// // The workers call the same handler.
+/// let workers = inbox.start(InboxHandler::new(post(handle)));
+/// # let _ = (app, workers); Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct InboxHandler<S> {
+    service: S,
+}
+
+impl<S> InboxHandler<S> {
+    /// Runs `service` for each job.
+    pub fn new(service: S) -> Self {
+        Self { service }
+    }
+}
+
+impl<S, ResBody> JobHandler for InboxHandler<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<HandlerError>,
+    ResBody: Send + 'static,
+{
+    fn handle(&self, job: Job) -> Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>> {
+        let mut service = self.service.clone();
+        Box::pin(async move {
+            let body = job.event().raw().clone();
+            let mut request = http::Request::post("/")
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .header(CONTENT_LENGTH, HeaderValue::from(body.len()))
+                .body(Body::from(body))?;
+            request.extensions_mut().insert(job.event().clone());
+            request.extensions_mut().insert(job);
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            let response = service.call(request).await.map_err(Into::into)?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("the handler answered {}", response.status()).into())
+            }
+        })
     }
 }

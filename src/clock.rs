@@ -23,6 +23,47 @@ impl Clock for SystemClock {
     }
 }
 
+/// Wall-clock time that moves with tokio's clock: the system time when it was made, plus the
+/// tokio time elapsed since.
+///
+/// Under `tokio::time::pause()` it stands still and jumps with `tokio::time::advance` and
+/// auto-advance, together with every `sleep` and timeout, so one test controls the replay
+/// window, the inbox's leases and backoff, and the timers that renew and retry: an hour of
+/// the platform's retries runs in milliseconds. On a running runtime it reads like
+/// [`SystemClock`], without following later jumps of the system clock.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    wall: SystemTime,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock starting at the system's current time.
+    pub fn new() -> Self {
+        Self::starting_at(SystemTime::now())
+    }
+
+    /// A clock showing `wall` now, and moving with tokio's clock from here on.
+    pub fn starting_at(wall: SystemTime) -> Self {
+        Self {
+            wall,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> SystemTime {
+        self.wall + self.start.elapsed()
+    }
+}
+
 /// A clock that stands still until told to move, for tests.
 ///
 /// ```

@@ -188,6 +188,86 @@ pub enum ConfigError {
         /// Which setting.
         setting: &'static str,
     },
+    /// A count (workers, attempts) is zero, which would never run anything.
+    #[error("{setting} must be at least one")]
+    ZeroCount {
+        /// Which setting.
+        setting: &'static str,
+    },
+    /// The inbox's retention is shorter than the receiver's replay tolerance: a redelivery
+    /// after its row was purged would be neither stale nor a duplicate, and would run twice.
+    #[error(
+        "the inbox retention ({retention_secs} s) is shorter than the replay tolerance ({tolerance_secs} s); \
+         a redelivery after the purge would be handled twice"
+    )]
+    RetentionShorterThanTolerance {
+        /// The retention, in seconds.
+        retention_secs: u64,
+        /// The replay tolerance, in seconds.
+        tolerance_secs: u64,
+    },
+}
+
+/// Why the durable inbox could not do what was asked.
+///
+/// On the request path, any of these is answered 503 with `Retry-After`: the delivery was not
+/// stored, so the platform must send it again.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// The store's engine failed or could not be reached while doing `operation`.
+    #[error("the inbox store failed to {operation}")]
+    Store {
+        /// What the inbox was doing, as a verb phrase: `insert a delivery`, `claim jobs`, …
+        operation: &'static str,
+        /// The engine's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The worker's lease on the job ended and another claim (a worker, or a replay) took it
+    /// over: this worker's outcome is not recorded.
+    #[error("job {id} is no longer held by this worker: its lease ended and it was taken over")]
+    LeaseLost {
+        /// The job's id.
+        id: i64,
+    },
+    /// The engine did not take the durability setting the inbox asked for, so an answered
+    /// delivery could be lost: the store refuses to open rather than promise what it cannot.
+    #[error(
+        "the inbox store is not durable as configured: asked for {asked}, the engine has {got}"
+    )]
+    NotDurable {
+        /// The setting asked for, e.g. `journal_mode=wal`.
+        asked: String,
+        /// What the engine reports instead.
+        got: String,
+    },
+    /// The store was shut down.
+    #[error("the inbox store is closed")]
+    Closed,
+    /// A job's stored body no longer parses as an event (written by another version, or
+    /// edited by hand). The job is dead-lettered with this error.
+    #[error("the stored body of job {id} is not an event")]
+    Unparseable {
+        /// The job's id.
+        id: i64,
+        /// Why it does not parse.
+        #[source]
+        source: ParseError,
+    },
+}
+
+impl InboxError {
+    /// An engine error met while doing `operation`, keeping it as the source.
+    pub fn store(
+        operation: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self::Store {
+            operation,
+            source: source.into(),
+        }
+    }
 }
 
 pub use crate::receiver::Rejection;

@@ -878,6 +878,17 @@ impl Event {
         }
     }
 
+    /// The customer's number, whichever way the event goes: the `sender` of an incoming
+    /// message, the `recipient` of a status of a message the business sent. This is the
+    /// conversation an ordered inbox keeps in sequence.
+    pub fn customer(&self) -> Option<&PhoneNumber> {
+        match &self.payload {
+            Payload::Message(m) => m.sender.as_ref(),
+            Payload::Status(s) => s.recipient.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The text of a text message (or a caption that came with another type).
     pub fn text(&self) -> Option<&str> {
         match &self.payload {

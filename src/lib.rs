@@ -64,6 +64,8 @@
 //! | `axum` | no | [`axum::WebhookLayer`] (a tower layer) and the [`VerifiedEvent`] / [`axum::WebhookDelivery`] extractors |
 //! | `actix-web` | no | [`actix::WebhookMiddleware`] and the [`VerifiedEvent`] / [`actix::WebhookDelivery`] extractors |
 //! | `redis` | no | [`dedup::redis::RedisStore`], for receivers that run several replicas |
+//! | `sqlite` | no | [`inbox::sqlite::SqliteStore`]: the durable [`inbox`] on an embedded SQLite file |
+//! | `postgres` | no | [`inbox::postgres::PostgresStore`]: the durable inbox on PostgreSQL, for several replicas |
 //! | `test-util` | no | [`test_util`]: signed sample deliveries and request builders for testing your handlers |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -77,6 +79,7 @@ pub mod clock;
 pub mod dedup;
 pub mod error;
 pub mod event;
+pub mod inbox;
 pub mod receiver;
 pub mod secret;
 #[cfg(feature = "test-util")]
@@ -85,7 +88,9 @@ pub mod test_util;
 pub mod verify;
 
 pub use dedup::{Claim, Deduplicator, MemoryStore};
-pub use error::{ConfigError, DedupError, ParseError, Rejection, SecretError, VerifyError};
+pub use error::{
+    ConfigError, DedupError, InboxError, ParseError, Rejection, SecretError, VerifyError,
+};
 pub use event::{Event, EventKind, Payload};
 pub use receiver::{Admission, Answer, BodyLimit, Receiver, VerifiedEvent};
 pub use secret::WebhookSecret;
@@ -96,7 +101,8 @@ pub use verify::{AISOULE_SIGNATURE, Signature, Verified, Verifier, WEBHOOK_SIGNA
     doctest,
     feature = "axum",
     feature = "actix-web",
-    feature = "test-util"
+    feature = "test-util",
+    feature = "sqlite"
 ))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

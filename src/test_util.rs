@@ -16,6 +16,7 @@
 //! # let _ = request;
 //! ```
 
+pub mod inbox_suite;
 pub mod store_suite;
 
 use std::time::SystemTime;

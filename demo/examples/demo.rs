@@ -5,6 +5,10 @@
 //! was sent, what the receiver answered and what the handler saw. It exits 0 only if every
 //! outcome is what the platform's documentation promises. No secret, no setup, no network
 //! beyond loopback.
+//!
+//! Then the inbox act: the same receiver in inbox mode on a SQLite file in a temporary
+//! directory, with a handler slower than the platform's 5 s deadline, a receiver that crashes
+//! mid-handler and the one that takes over, and a dead letter replayed by hand.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -14,6 +18,8 @@ use std::time::Duration;
 
 use aisoule_webhooks::axum::WebhookLayer;
 use aisoule_webhooks::event::{Dialect, EventKind, Payload};
+use aisoule_webhooks::inbox::sqlite::SqliteStore;
+use aisoule_webhooks::inbox::{Inbox, Job};
 use aisoule_webhooks::test_util::{Delivery, SignatureForm, SignatureHeader, test_verifier};
 use aisoule_webhooks::{BodyLimit, Receiver, VerifiedEvent};
 use axum::extract::State;
@@ -356,6 +362,7 @@ async fn main() -> ExitCode {
     for (reason, count) in &rejected {
         println!("  rejected          {count} × {reason}");
     }
+    mismatches += inbox_act(&client).await;
     if mismatches == 0 {
         println!("every outcome matched what the platform docs promise");
         ExitCode::SUCCESS
@@ -363,4 +370,253 @@ async fn main() -> ExitCode {
         println!("{mismatches} outcome(s) did not match");
         ExitCode::FAILURE
     }
+}
+
+/// What the inbox act's handler does, by `message_id`: `slow` takes 6 s, `crm-down` fails
+/// until the CRM is back, `crash` never finishes on the first receiver.
+#[derive(Clone)]
+struct InboxHandlerScript {
+    seen: mpsc::UnboundedSender<String>,
+    crm_back: Arc<AtomicBool>,
+}
+
+impl InboxHandlerScript {
+    async fn handle(self, job: Job) -> Result<(), String> {
+        let id = job.event().message_id().unwrap_or("?").to_owned();
+        match id.as_str() {
+            "msg_inbox_slow" => tokio::time::sleep(Duration::from_secs(6)).await,
+            "msg_inbox_crash" if job.attempt() == 1 => {
+                // The first receiver dies during this sleep.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            "msg_inbox_crm" if !self.crm_back.load(Ordering::SeqCst) => {
+                return Err("the CRM answered 502 Bad Gateway".to_owned());
+            }
+            _ => {}
+        }
+        let _ = self.seen.send(format!("{id} on attempt {}", job.attempt()));
+        Ok(())
+    }
+}
+
+/// Serves `receiver` on a loopback port and returns its URL.
+async fn serve_inbox_receiver(receiver: Receiver) -> String {
+    let app = Router::new().route(
+        "/webhook",
+        post(|| async { StatusCode::OK }).layer(WebhookLayer::new(receiver)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}/webhook", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+async fn send(client: &reqwest::Client, url: &str, delivery: &Delivery) -> (u16, String, Duration) {
+    let started = std::time::Instant::now();
+    let mut request = client.post(url).body(delivery.body().clone());
+    for (name, value) in &delivery.headers() {
+        request = request.header(name.as_str(), value.as_bytes());
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            (status, body, started.elapsed())
+        }
+        Err(e) => (0, e.to_string(), started.elapsed()),
+    }
+}
+
+fn inbox_message(id: &str) -> Delivery {
+    Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
+        .message_id(id)
+        .build()
+}
+
+fn open_inbox(path: &std::path::Path) -> Inbox {
+    let store = SqliteStore::open(path).expect("a SQLite inbox in a temporary directory");
+    Inbox::builder(store)
+        .lease(Duration::from_secs(1))
+        .backoff(Duration::from_millis(200), Duration::from_secs(1))
+        .max_attempts(3)
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .expect("valid inbox settings")
+}
+
+/// Waits up to `within` for the handler to report, and says whether it was `expected`.
+async fn expect_handled(
+    seen: &mut mpsc::UnboundedReceiver<String>,
+    expected: &str,
+    within: Duration,
+) -> usize {
+    match tokio::time::timeout(within, seen.recv()).await {
+        Ok(Some(line)) if line == expected => {
+            println!("    handler {line}");
+            0
+        }
+        Ok(other) => {
+            println!("    MISMATCH: expected the handler to report {expected:?}, got {other:?}");
+            1
+        }
+        Err(_) => {
+            println!("    MISMATCH: the handler did not report {expected:?} within {within:?}");
+            1
+        }
+    }
+}
+
+fn expect(condition: bool, what: &str) -> usize {
+    if condition {
+        0
+    } else {
+        println!("    MISMATCH: {what}");
+        1
+    }
+}
+
+/// The inbox act; returns how many outcomes did not match.
+async fn inbox_act(client: &reqwest::Client) -> usize {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("inbox.db");
+    println!(
+        "\ninbox mode: store, answer 200, then run the handler from a SQLite inbox ({})\n",
+        path.display()
+    );
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let script = InboxHandlerScript {
+        seen: seen_tx,
+        crm_back: Arc::new(AtomicBool::new(false)),
+    };
+    let mut mismatches = 0;
+
+    // The first receiver runs on a runtime of its own, so that dropping it stops every one of
+    // its tasks at once, mid-handler, as a crash would: no shutdown code runs.
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let first_inbox = open_inbox(&path);
+    let (first_url, first_workers) = first
+        .spawn({
+            let (inbox, script) = (first_inbox.clone(), script.clone());
+            async move {
+                let receiver = Receiver::builder(test_verifier())
+                    .inbox(inbox.clone())
+                    .build()
+                    .expect("a consistent configuration");
+                let workers = inbox.start(move |job: Job| script.clone().handle(job));
+                (serve_inbox_receiver(receiver).await, workers)
+            }
+        })
+        .await
+        .expect("the first receiver starts");
+
+    println!(" 1. a handler slower than the platform's 5 s deadline");
+    let (status, body, took) = send(client, &first_url, &inbox_message("msg_inbox_slow")).await;
+    println!(
+        "    answer  {status} {body} in {} ms: stored, not yet handled",
+        took.as_millis()
+    );
+    mismatches += expect(
+        status == 200 && took < Duration::from_secs(5),
+        "a 200 within 5 s",
+    );
+
+    println!(" 2. a receiver that crashes in the middle of a handler");
+    let (status, body, _) = send(client, &first_url, &inbox_message("msg_inbox_crash")).await;
+    println!("    answer  {status} {body}");
+    mismatches += expect(status == 200, "200 once stored");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mismatches += expect_handled(
+        &mut seen,
+        "msg_inbox_slow on attempt 1",
+        Duration::from_secs(10),
+    )
+    .await;
+    println!("    the receiver process dies now, with msg_inbox_crash's handler still running");
+    drop(first_workers);
+    first.shutdown_background();
+    drop(first_inbox);
+
+    let inbox = open_inbox(&path);
+    let receiver = Receiver::builder(test_verifier())
+        .inbox(inbox.clone())
+        .build()
+        .expect("a consistent configuration");
+    let url = serve_inbox_receiver(receiver).await;
+    let workers = inbox.start({
+        let script = script.clone();
+        move |job: Job| script.clone().handle(job)
+    });
+    println!(
+        "    a new receiver opens the same file; once the dead one's 1 s lease ends it takes the job over"
+    );
+    mismatches += expect_handled(
+        &mut seen,
+        "msg_inbox_crash on attempt 2",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    println!(" 3. a handler that keeps failing becomes a dead letter, kept with its last error");
+    let (status, body, _) = send(client, &url, &inbox_message("msg_inbox_crm")).await;
+    println!("    answer  {status} {body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let dead = inbox.dead_letters().await.unwrap_or_default();
+        if !dead.is_empty() || tokio::time::Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    match dead.first() {
+        Some(row) => println!(
+            "    dead    job {} after {} attempts: {}",
+            row.id,
+            row.attempts,
+            row.last_error.as_deref().unwrap_or("?")
+        ),
+        None => println!("    dead    none"),
+    }
+    mismatches += expect(
+        dead.len() == 1 && dead[0].attempts == 3,
+        "one dead letter after 3 attempts",
+    );
+
+    println!(" 4. the CRM is back: replay the dead letter");
+    script.crm_back.store(true, Ordering::SeqCst);
+    if let Some(row) = dead.first() {
+        let replayed = inbox.replay(row.id).await.unwrap_or(false);
+        println!(
+            "    replay  job {}: {}",
+            row.id,
+            if replayed {
+                "pending again"
+            } else {
+                "not found"
+            }
+        );
+    }
+    mismatches += expect_handled(
+        &mut seen,
+        "msg_inbox_crm on attempt 1",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let report = workers.shutdown(Duration::from_secs(5)).await;
+    let stats = inbox.stats().await.unwrap_or_default();
+    println!(
+        "\ninbox: {} handled, {} dead, {} pending; shutdown finished {} and gave back {}",
+        stats.done, stats.dead, stats.pending, report.finished, report.released
+    );
+    mismatches += expect(
+        stats.done == 3 && stats.dead == 0 && stats.pending == 0,
+        "3 handled, none left",
+    );
+    mismatches
 }

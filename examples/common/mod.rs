@@ -4,29 +4,45 @@
 use std::io::Write;
 use std::process::ExitCode;
 
+use aisoule_webhooks::inbox::Inbox;
 use aisoule_webhooks::{Deduplicator, Receiver, VerifiedEvent, Verifier, WebhookSecret};
 use serde_json::{Map, Value, json};
 
 /// The example's settings, from `AISOULE_WEBHOOK_SECRET`, `AISOULE_WEBHOOK_SECRET_PREVIOUS`,
-/// `AISOULE_REDIS_URL` and `PORT`.
+/// `AISOULE_REDIS_URL`, `AISOULE_INBOX` and `PORT`.
 pub(crate) struct Settings {
     pub(crate) verifier: Verifier,
     pub(crate) redis_url: Option<String>,
+    pub(crate) inbox: Option<String>,
     pub(crate) port: u16,
+}
+
+/// The receiver, and in inbox mode the inbox whose workers run the handler.
+pub(crate) struct Configured {
+    pub(crate) receiver: Receiver,
+    pub(crate) inbox: Option<Inbox>,
 }
 
 impl Settings {
     /// The receiver: on the Redis store when `AISOULE_REDIS_URL` is set, so that several
     /// replicas share one idempotency store; in memory otherwise. On failure, explains it and
     /// gives the exit code to stop with.
-    pub(crate) async fn receiver(self) -> Result<Receiver, ExitCode> {
+    ///
+    /// With `AISOULE_INBOX` (`sqlite:PATH` or `postgres://…`) it is in inbox mode: deliveries
+    /// are stored durably and answered at once, and the returned inbox's workers run the
+    /// handler.
+    pub(crate) async fn receiver(self) -> Result<Configured, ExitCode> {
         self.build_receiver().await.map_err(|problem| {
             eprintln!("error: {problem}");
             ExitCode::from(2)
         })
     }
 
-    async fn build_receiver(self) -> Result<Receiver, String> {
+    async fn build_receiver(self) -> Result<Configured, String> {
+        let inbox = match &self.inbox {
+            None => None,
+            Some(spec) => Some(open_inbox(spec).await?),
+        };
         let deduplicator = match self.redis_url {
             None => Deduplicator::in_memory(),
             #[cfg(feature = "redis")]
@@ -45,11 +61,83 @@ impl Settings {
                 );
             }
         };
-        Receiver::builder(self.verifier)
-            .deduplicator(deduplicator)
-            .build()
-            .map_err(|e| e.to_string())
+        let mut builder = Receiver::builder(self.verifier).deduplicator(deduplicator);
+        if let Some(inbox) = &inbox {
+            builder = builder.inbox(inbox.clone());
+        }
+        let receiver = builder.build().map_err(|e| e.to_string())?;
+        Ok(Configured { receiver, inbox })
     }
+}
+
+/// The inbox `AISOULE_INBOX` names: `sqlite:PATH` or a `postgres://` URL.
+async fn open_inbox(spec: &str) -> Result<Inbox, String> {
+    use aisoule_webhooks::inbox::InboxStore;
+    let store: std::sync::Arc<dyn InboxStore> = if let Some(path) = spec.strip_prefix("sqlite:") {
+        open_sqlite(path)?
+    } else if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        open_postgres(spec).await?
+    } else {
+        return Err(format!(
+            "AISOULE_INBOX={spec:?}: expected `sqlite:PATH` or a `postgres://` URL"
+        ));
+    };
+    Inbox::builder_from_arc(store)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "sqlite")]
+fn open_sqlite(
+    path: &str,
+) -> Result<std::sync::Arc<dyn aisoule_webhooks::inbox::InboxStore>, String> {
+    let store = aisoule_webhooks::inbox::sqlite::SqliteStore::open(path)
+        .map_err(|e| format!("AISOULE_INBOX=sqlite:{path}: {}", error_chain(&e)))?;
+    Ok(std::sync::Arc::new(store))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn open_sqlite(
+    _path: &str,
+) -> Result<std::sync::Arc<dyn aisoule_webhooks::inbox::InboxStore>, String> {
+    Err(
+        "AISOULE_INBOX names a SQLite file, but this build has no SQLite store: add \
+         `--features sqlite`"
+            .to_owned(),
+    )
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    url: &str,
+) -> Result<std::sync::Arc<dyn aisoule_webhooks::inbox::InboxStore>, String> {
+    let store = aisoule_webhooks::inbox::postgres::PostgresStore::connect(url)
+        .await
+        .map_err(|e| format!("AISOULE_INBOX: {}", error_chain(&e)))?;
+    Ok(std::sync::Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(
+    _url: &str,
+) -> Result<std::sync::Arc<dyn aisoule_webhooks::inbox::InboxStore>, String> {
+    Err(
+        "AISOULE_INBOX names PostgreSQL, but this build has no PostgreSQL store: add \
+         `--features postgres`"
+            .to_owned(),
+    )
+}
+
+/// An error and its sources, for one line on stderr.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// Sends logs to stderr (stdout carries the JSON lines) and reads the settings, or explains
@@ -87,9 +175,13 @@ fn settings_from_env() -> Result<Settings, String> {
         Err(_) => 8080,
     };
     let redis_url = std::env::var("AISOULE_REDIS_URL").ok();
+    let inbox = std::env::var("AISOULE_INBOX")
+        .ok()
+        .filter(|v| !v.is_empty());
     Ok(Settings {
         verifier,
         redis_url,
+        inbox,
         port,
     })
 }

@@ -33,6 +33,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::dedup::{Claim, Deduplicator};
 use crate::error::ConfigError;
 use crate::event::{Event, EventTime};
+use crate::inbox::{Inbox, Inserted, JobId, NewDelivery};
 use crate::verify::{SIGNATURE_HEADER_NAMES, Verifier};
 
 mod body;
@@ -54,6 +55,13 @@ pub struct VerifiedEvent {
 }
 
 impl VerifiedEvent {
+    pub(crate) fn new(event: Arc<Event>, secret_label: Arc<str>) -> Self {
+        Self {
+            event,
+            secret_label,
+        }
+    }
+
     /// The event.
     pub fn event(&self) -> &Event {
         &self.event
@@ -79,8 +87,16 @@ impl Deref for VerifiedEvent {
 pub enum Admission {
     /// First delivery, or a retry after a failure: run the handler.
     Fresh(Admitted),
-    /// Already handled within the TTL: answer [`Answer::DUPLICATE`] (200) without handling it.
+    /// Already handled within the TTL (or, in inbox mode, already stored): answer
+    /// [`Answer::DUPLICATE`] (200) without handling it.
     Duplicate,
+    /// Inbox mode: durably stored, to be run by the inbox's workers; answer
+    /// [`Answer::ACCEPTED`] (200).
+    Stored(JobId),
+    /// Inbox mode: durably stored but held back, because its timestamp is stale or
+    /// unreadable; it runs only once released by hand ([`Inbox::replay`]). Answer
+    /// [`Answer::QUARANTINED`] (200), so the platform stops sending it.
+    Quarantined(JobId),
 }
 
 /// The request headers the lifecycle reads, whatever HTTP types the framework uses.
@@ -112,6 +128,7 @@ struct Inner {
     body_limit: BodyLimit,
     slow_handler_warning: Duration,
     refuse_unreadable_timestamps: bool,
+    inbox: Option<Inbox>,
 }
 
 impl fmt::Debug for Receiver {
@@ -127,6 +144,7 @@ impl fmt::Debug for Receiver {
                 "refuse_unreadable_timestamps",
                 &self.inner.refuse_unreadable_timestamps,
             )
+            .field("inbox", &self.inner.inbox)
             .finish()
     }
 }
@@ -142,9 +160,22 @@ pub struct ReceiverBuilder {
     body_limit: BodyLimit,
     slow_handler_warning: Option<Duration>,
     refuse_unreadable_timestamps: bool,
+    inbox: Option<Inbox>,
 }
 
 impl ReceiverBuilder {
+    /// Inbox mode: store each verified delivery in `inbox` and answer 200 once it is durably
+    /// written, instead of running the handler inside the request. The inbox's
+    /// [workers](Inbox::start) run the handler. Defaults to inline mode (no inbox).
+    ///
+    /// In inbox mode the row's unique key deduplicates (the deduplicator's store is not used,
+    /// its keying is), and an event with a stale or unreadable timestamp is stored
+    /// quarantined instead of refused, so a backlog is never lost.
+    pub fn inbox(mut self, inbox: Inbox) -> Self {
+        self.inbox = Some(inbox);
+        self
+    }
+
     /// Where claims live, and how events are keyed. Defaults to
     /// [`Deduplicator::in_memory`].
     pub fn deduplicator(mut self, deduplicator: Deduplicator) -> Self {
@@ -200,6 +231,8 @@ impl ReceiverBuilder {
     ///   and would be handled twice.
     /// * [`ConfigError::ZeroDuration`] for a zero tolerance or slow-handler warning.
     /// * [`ConfigError::ZeroBodyLimit`] for a zero body limit.
+    /// * [`ConfigError::RetentionShorterThanTolerance`] when the inbox keeps handled rows for
+    ///   less time than the replay tolerance: a redelivery after the purge would run again.
     pub fn build(self) -> Result<Receiver, ConfigError> {
         let deduplicator = self.deduplicator.unwrap_or_default();
         if self.replay_tolerance.is_zero() {
@@ -221,8 +254,17 @@ impl ReceiverBuilder {
                 tolerance_secs: self.replay_tolerance.as_secs(),
             });
         }
+        if let Some(inbox) = &self.inbox
+            && inbox.retention() < self.replay_tolerance
+        {
+            return Err(ConfigError::RetentionShorterThanTolerance {
+                retention_secs: inbox.retention().as_secs(),
+                tolerance_secs: self.replay_tolerance.as_secs(),
+            });
+        }
         Ok(Receiver {
             inner: Arc::new(Inner {
+                inbox: self.inbox,
                 verifier: self.verifier,
                 replay_tolerance: self.replay_tolerance,
                 clock: self.clock,
@@ -258,6 +300,7 @@ impl Receiver {
             body_limit: BodyLimit::DEFAULT,
             slow_handler_warning: None,
             refuse_unreadable_timestamps: false,
+            inbox: None,
         }
     }
 
@@ -279,6 +322,11 @@ impl Receiver {
     /// The body limit.
     pub fn body_limit(&self) -> BodyLimit {
         self.inner.body_limit
+    }
+
+    /// The inbox, in inbox mode.
+    pub fn inbox(&self) -> Option<&Inbox> {
+        self.inner.inbox.as_ref()
     }
 
     /// Runs the checks on a complete body: verify, parse, freshness, claim.
@@ -303,6 +351,10 @@ impl Receiver {
         signatures: impl IntoIterator<Item = &'a [u8]>,
         body: Bytes,
     ) -> Result<Admission, Rejection> {
+        let signatures = signatures
+            .into_iter()
+            .map(|value| ("signature", value))
+            .collect();
         let admission = self.admit_inner(signatures, body).await;
         report(&admission);
         admission
@@ -323,9 +375,10 @@ impl Receiver {
     {
         let admission = match self.read_request_body(headers, body).await {
             Ok(body) => {
-                let signatures = SIGNATURE_HEADER_NAMES
-                    .into_iter()
-                    .flat_map(|name| headers.all(name));
+                let mut signatures = Vec::new();
+                for name in SIGNATURE_HEADER_NAMES {
+                    signatures.extend(headers.all(name).map(|value| (name, value)));
+                }
                 self.admit_inner(signatures, body).await
             }
             Err(rejection) => Err(rejection),
@@ -334,6 +387,8 @@ impl Receiver {
         match admission {
             Ok(Admission::Fresh(admitted)) => Ok(admitted),
             Ok(Admission::Duplicate) => Err(Answer::DUPLICATE),
+            Ok(Admission::Stored(_)) => Err(Answer::ACCEPTED),
+            Ok(Admission::Quarantined(_)) => Err(Answer::QUARANTINED),
             Err(rejection) => Err(Answer::from(&rejection)),
         }
     }
@@ -356,22 +411,32 @@ impl Receiver {
         body::read_body(self.inner.body_limit, declared, encoding, body).await
     }
 
-    async fn admit_inner<'a>(
+    async fn admit_inner(
         &self,
-        signatures: impl IntoIterator<Item = &'a [u8]>,
+        // Every signature header's name and value: verified, and kept for the inbox, which
+        // stores them as received.
+        signatures: Vec<(&'static str, &[u8])>,
         body: Bytes,
     ) -> Result<Admission, Rejection> {
         let limit = self.inner.body_limit.get();
         if body.len() > limit {
             return Err(Rejection::PayloadTooLarge { limit });
         }
-        let verified = self.inner.verifier.verify_values(signatures, &body)?;
+        let verified = self
+            .inner
+            .verifier
+            .verify_values(signatures.iter().map(|&(_, value)| value), &body)?;
         let span = tracing::Span::current();
         span.record("secret_label", verified.secret_label());
         let event = Event::parse_bytes(body)?;
         span.record("kind", event.kind().as_str());
         if let Some(message_id) = event.message_id() {
             span.record("message_id", message_id);
+        }
+        if let Some(inbox) = &self.inner.inbox {
+            return self
+                .store(inbox, event, signatures, verified.shared_label())
+                .await;
         }
         self.check_freshness(&event)?;
         let claim = match self.inner.deduplicator.claim(&event).await? {
@@ -388,6 +453,50 @@ impl Receiver {
             claim,
             self.inner.slow_handler_warning,
         )))
+    }
+
+    /// Inbox mode's end of the request path: write the delivery, quarantined when its time is
+    /// stale or unreadable, and answer by what the write did.
+    async fn store(
+        &self,
+        inbox: &Inbox,
+        event: Event,
+        signatures: Vec<(&'static str, &[u8])>,
+        secret_label: Arc<str>,
+    ) -> Result<Admission, Rejection> {
+        let quarantine = match self.check_freshness(&event) {
+            Ok(()) => match event.time() {
+                // Inline mode accepts these unchecked; the inbox can hold them for a person.
+                EventTime::Unreadable { reason, .. } => Some(format!(
+                    "the timestamp is unreadable ({reason}), so its freshness cannot be checked"
+                )),
+                _ => None,
+            },
+            Err(rejection @ (Rejection::Stale { .. } | Rejection::UnreadableTimestamp { .. })) => {
+                Some(rejection.to_string())
+            }
+            Err(other) => return Err(other),
+        };
+        let quarantined = quarantine.is_some();
+        let delivery = NewDelivery {
+            key: self.inner.deduplicator.key_for(&event).as_str().to_owned(),
+            headers: signatures
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
+                .collect(),
+            secret_label: secret_label.as_ref().to_owned(),
+            received_at: inbox.now(),
+            conversation: event
+                .customer()
+                .map(|number| number.e164().unwrap_or(number.as_sent()).to_owned()),
+            quarantine,
+            body: event.raw().clone(),
+        };
+        match inbox.insert(delivery).await? {
+            Inserted::New(id) if quarantined => Ok(Admission::Quarantined(id)),
+            Inserted::New(id) => Ok(Admission::Stored(id)),
+            Inserted::Duplicate => Ok(Admission::Duplicate),
+        }
     }
 
     fn check_freshness(&self, event: &Event) -> Result<(), Rejection> {
@@ -428,6 +537,18 @@ fn report(admission: &Result<Admission, Rejection>) {
         Ok(Admission::Duplicate) => {
             span.record("outcome", "duplicate");
             tracing::info!("duplicate delivery of an event already handled; answered 200");
+        }
+        Ok(Admission::Stored(id)) => {
+            span.record("outcome", "stored");
+            tracing::debug!(job = id.0, "delivery stored in the inbox; answered 200");
+        }
+        Ok(Admission::Quarantined(id)) => {
+            span.record("outcome", "quarantined");
+            tracing::warn!(
+                job = id.0,
+                "delivery stored quarantined (stale or unreadable timestamp); it runs only when \
+                 released with Inbox::replay"
+            );
         }
         Err(rejection @ Rejection::InFlight) => {
             span.record("outcome", rejection.outcome());

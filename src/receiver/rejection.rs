@@ -3,13 +3,13 @@
 
 use thiserror::Error;
 
-use crate::error::{DedupError, ParseError, VerifyError};
+use crate::error::{DedupError, InboxError, ParseError, VerifyError};
 
 /// Why the integrations did not hand a delivery to your handler, and what they answered.
 ///
 /// [`Rejection::status`] is the one status map both frameworks use. Every signature failure
 /// gets the same 401 with the same body; the variant keeps the detail for your logs.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Rejection {
     /// The body's `Content-Encoding` is not one this crate decodes (415).
@@ -61,6 +61,16 @@ pub enum Rejection {
     /// The idempotency store could not answer (503 with `Retry-After`, so the platform retries).
     #[error("the idempotency store failed: {0}")]
     Store(#[from] DedupError),
+    /// Inbox mode: the delivery could not be stored (503 with `Retry-After`, so the platform
+    /// sends it again).
+    #[error("the delivery could not be stored in the inbox")]
+    Inbox(#[source] InboxError),
+}
+
+impl From<InboxError> for Rejection {
+    fn from(error: InboxError) -> Self {
+        Self::Inbox(error)
+    }
 }
 
 impl Rejection {
@@ -76,14 +86,14 @@ impl Rejection {
             | Self::UnreadableTimestamp { .. } => StatusCode::BAD_REQUEST,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
             Self::InFlight => StatusCode::CONFLICT,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::Inbox(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The `Retry-After` value in seconds, for the answers that invite a retry.
     pub fn retry_after_secs(&self) -> Option<u64> {
         // The platform's own first retry comes after 10 s; asking for the same keeps both in step.
-        matches!(self, Self::Store(_)).then_some(10)
+        matches!(self, Self::Store(_) | Self::Inbox(_)).then_some(10)
     }
 
     /// The JSON body sent with the status. It never carries signature details, so every
@@ -98,13 +108,15 @@ impl Rejection {
             Self::Stale { .. } => r#"{"error":"stale event"}"#,
             Self::UnreadableTimestamp { .. } => r#"{"error":"unreadable timestamp"}"#,
             Self::InFlight => r#"{"error":"delivery in progress; retry later"}"#,
-            Self::Store(_) => r#"{"error":"temporarily unavailable; retry later"}"#,
+            Self::Store(_) | Self::Inbox(_) => {
+                r#"{"error":"temporarily unavailable; retry later"}"#
+            }
         }
     }
 
     /// A short, stable name for logs and metrics: `too_large`, `unsupported_encoding`,
     /// `unreadable`, `signature`, `parse`, `stale`, `unreadable_timestamp`, `in_flight`,
-    /// `store`.
+    /// `store`, `inbox`.
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::PayloadTooLarge { .. } => "too_large",
@@ -116,6 +128,7 @@ impl Rejection {
             Self::UnreadableTimestamp { .. } => "unreadable_timestamp",
             Self::InFlight => "in_flight",
             Self::Store(_) => "store",
+            Self::Inbox(_) => "inbox",
         }
     }
 }
@@ -137,6 +150,23 @@ impl Answer {
     pub const DUPLICATE: Self = Self {
         status: http::StatusCode::OK,
         body: r#"{"status":"duplicate"}"#,
+        retry_after_secs: None,
+    };
+
+    /// `200 {"status":"accepted"}`: inbox mode stored the delivery durably; the inbox's
+    /// workers run the handler.
+    pub const ACCEPTED: Self = Self {
+        status: http::StatusCode::OK,
+        body: r#"{"status":"accepted"}"#,
+        retry_after_secs: None,
+    };
+
+    /// `200 {"status":"quarantined"}`: inbox mode stored the delivery durably but holds it
+    /// back (stale or unreadable timestamp) until released by hand. 200, because sending it
+    /// again would change nothing.
+    pub const QUARANTINED: Self = Self {
+        status: http::StatusCode::OK,
+        body: r#"{"status":"quarantined"}"#,
         retry_after_secs: None,
     };
 

@@ -198,5 +198,13 @@ async fn the_standalone_extractor_verifies_with_web_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_actix_example_handles_both_dialects_and_both_headers() {
-    drive_example_receiver("actix_receiver").await;
+    drive_example_receiver("actix_receiver", None).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actix_example_in_inbox_mode_prints_the_same_lines_from_its_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = format!("sqlite:{}", dir.path().join("inbox.db").display());
+    drive_example_receiver("actix_receiver", Some(&inbox)).await;
 }

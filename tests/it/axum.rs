@@ -157,8 +157,9 @@ pub(crate) fn example_binary(name: &str) -> PathBuf {
 }
 
 /// Runs an example receiver with a current and a previous secret, sends it every documented
-/// event in both dialects through both headers, and reads the JSON lines it prints.
-pub(crate) async fn drive_example_receiver(name: &str) {
+/// event in both dialects through both headers, and reads the JSON lines it prints. With
+/// `inbox` (an `AISOULE_INBOX` value) it runs in inbox mode, where the workers print them.
+pub(crate) async fn drive_example_receiver(name: &str, inbox: Option<&str>) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -168,6 +169,7 @@ pub(crate) async fn drive_example_receiver(name: &str) {
         .env("AISOULE_WEBHOOK_SECRET", "whsec_current_example")
         .env("AISOULE_WEBHOOK_SECRET_PREVIOUS", TEST_SECRET)
         .env("PORT", port.to_string())
+        .env("AISOULE_INBOX", inbox.unwrap_or(""))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -266,13 +268,26 @@ pub(crate) async fn drive_example_receiver(name: &str) {
         printed.iter().filter(|l| l["secret"] == "previous").count(),
         samples.len()
     );
-    assert_eq!(printed.last().unwrap()["secret"], "current");
-    assert_eq!(printed.last().unwrap()["message_id"], "rotated-1");
+    // Inbox workers run concurrently, so the rotated message need not print last.
+    let rotated: Vec<_> = printed
+        .iter()
+        .filter(|l| l["secret"] == "current")
+        .collect();
+    assert_eq!(rotated.len(), 1);
+    assert_eq!(rotated[0]["message_id"], "rotated-1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_example_handles_both_dialects_and_both_headers() {
-    drive_example_receiver("axum_receiver").await;
+    drive_example_receiver("axum_receiver", None).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_in_inbox_mode_prints_the_same_lines_from_its_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = format!("sqlite:{}", dir.path().join("inbox.db").display());
+    drive_example_receiver("axum_receiver", Some(&inbox)).await;
 }
 
 #[tokio::test]

@@ -11,8 +11,18 @@ mod dedup;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod e2e;
 mod event;
+#[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
+mod inbox;
+#[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
+mod inbox_crash;
+#[cfg(all(feature = "postgres", feature = "test-util"))]
+mod inbox_postgres;
+#[cfg(all(feature = "sqlite", feature = "test-util"))]
+mod inbox_sqlite;
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod lifecycle;
+#[cfg(all(feature = "postgres", feature = "test-util"))]
+mod postgres_server;
 #[cfg(feature = "redis")]
 mod redis_server;
 mod support;

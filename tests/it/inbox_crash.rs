@@ -1,0 +1,283 @@
+//! A receiver process in inbox mode is killed with SIGKILL in the middle of its handlers,
+//! several times, and restarted: every delivery it answered 200 is handled afterwards.
+//!
+//! The receiver is this test binary itself, re-run as a child on [`crash_child`] (an ignored
+//! test, so it never runs on its own), serving real TCP with a handler slow enough to be
+//! killed mid-run. What it handled is appended and synced to a file, which outlives it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aisoule_webhooks::Receiver;
+use aisoule_webhooks::axum::WebhookLayer;
+use aisoule_webhooks::inbox::{Inbox, InboxStore, Job};
+use aisoule_webhooks::test_util::test_verifier;
+use axum::Router;
+use axum::routing::post;
+
+use crate::e2e;
+use crate::inbox::message;
+
+const CHILD_INBOX: &str = "AISOULE_CRASH_CHILD_INBOX";
+const CHILD_LOG: &str = "AISOULE_CRASH_CHILD_LOG";
+const CHILD_PORT: &str = "AISOULE_CRASH_CHILD_PORT";
+const CHILD_SCHEMA: &str = "AISOULE_CRASH_CHILD_SCHEMA";
+
+/// The child process: a receiver in inbox mode on the store `AISOULE_CRASH_CHILD_INBOX` names,
+/// whose handler takes 100 ms and then appends `message_id attempt` to the log file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the crash test's child process; run by the crash test, not on its own"]
+async fn crash_child() {
+    let spec = std::env::var(CHILD_INBOX).expect("run by the crash test");
+    let log = std::env::var(CHILD_LOG).expect("run by the crash test");
+    let port: u16 = std::env::var(CHILD_PORT).unwrap().parse().unwrap();
+    let store = open_store(&spec).await;
+    let inbox = Inbox::builder_from_arc(store)
+        // Short, so the parent's test takes over a killed child's jobs quickly.
+        .lease(Duration::from_secs(1))
+        .poll_interval(Duration::from_millis(50))
+        .backoff(Duration::from_millis(50), Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let receiver = Receiver::builder(test_verifier())
+        .inbox(inbox.clone())
+        .build()
+        .unwrap();
+    let _workers = inbox.start(move |job: Job| {
+        let log = log.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)?;
+            let id = job.event().message_id().unwrap_or("");
+            file.write_all(format!("{id} {}\n", job.attempt()).as_bytes())?;
+            file.sync_data()
+        }
+    });
+    let app = Router::new().route(
+        "/webhook",
+        post(|| async { axum::http::StatusCode::OK }).layer(WebhookLayer::new(receiver)),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    axum::serve(listener, app).await.unwrap();
+}
+
+async fn open_store(spec: &str) -> Arc<dyn InboxStore> {
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        return Arc::new(aisoule_webhooks::inbox::sqlite::SqliteStore::open(path).unwrap());
+    }
+    #[cfg(feature = "postgres")]
+    if spec.starts_with("postgres://") {
+        let schema = std::env::var(CHILD_SCHEMA).expect("a schema for the PostgreSQL child");
+        return Arc::new(
+            aisoule_webhooks::inbox::postgres::PostgresStore::builder(spec)
+                .schema(schema)
+                .connect()
+                .await
+                .unwrap(),
+        );
+    }
+    panic!("no store for {spec}")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_child(spec: &str, log: &Path, port: u16) -> tokio::process::Child {
+    // A PostgreSQL spec names the child's schema after a `#`.
+    let (spec, schema) = spec.split_once('#').unwrap_or((spec, ""));
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "inbox_crash::crash_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CHILD_INBOX, spec)
+        .env(CHILD_SCHEMA, schema)
+        .env(CHILD_LOG, log)
+        .env(CHILD_PORT, port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the crash child did not start listening");
+}
+
+/// `message_id` → the attempts it was handled on, from the child's log.
+fn handled(log: &Path) -> BTreeMap<String, Vec<u32>> {
+    let mut handled: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let (id, attempt) = line.split_once(' ').expect("`id attempt`");
+        handled
+            .entry(id.to_owned())
+            .or_default()
+            .push(attempt.parse().unwrap());
+    }
+    handled
+}
+
+/// Kills the receiver with SIGKILL four times while its handlers run, then restarts it for
+/// good: every delivery that was answered 200 is handled, and a run repeated after a crash
+/// carries an attempt above 1.
+pub(crate) async fn every_answered_delivery_survives_sigkill(spec: &str, dir: &Path) {
+    let log = dir.join("handled.log");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/webhook");
+    let mut answered = BTreeSet::new();
+    for round in 0..4 {
+        let mut child = start_child(spec, &log, port).await;
+        let sends = (0..40).map(|i| {
+            let url = url.clone();
+            async move {
+                let id = format!("crash-{round}-{i}");
+                let (status, _) = e2e::post(&url, &message(&id)).await;
+                (id, status)
+            }
+        });
+        for (id, status) in futures_util::future::join_all(sends).await {
+            if status == 200 {
+                answered.insert(id);
+            }
+        }
+        // 40 jobs of 100 ms on 4 workers take a second: this kill lands mid-handler.
+        tokio::time::sleep(Duration::from_millis(150 + 50 * round)).await;
+        child.kill().await.unwrap();
+    }
+    assert_eq!(
+        answered.len(),
+        160,
+        "the receiver answered every delivery sent while up"
+    );
+    let mut child = start_child(spec, &log, port).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let handled = handled(&log);
+        let missing: Vec<_> = answered
+            .iter()
+            .filter(|id| !handled.contains_key(*id))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "answered 200 but never handled: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().await.unwrap();
+    let handled = handled(&log);
+    for (id, attempts) in &handled {
+        if attempts.len() > 1 {
+            assert!(
+                attempts.iter().skip(1).all(|&a| a > 1),
+                "{id} re-ran without a higher attempt: {attempts:?}"
+            );
+        }
+    }
+    assert!(
+        handled.values().flatten().any(|&attempt| attempt > 1),
+        "no kill landed mid-handler, so nothing was taken over: the test proved nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_every_answered_delivery_survives_sigkill_mid_handler() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("sqlite:{}", dir.path().join("inbox.db").display());
+    every_answered_delivery_survives_sigkill(&spec, dir.path()).await;
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use crate::postgres_server::{PostgresServer, unique_schema};
+
+    /// The spec the child reads: the URL, and after `#` its own schema.
+    fn spec(server: &PostgresServer) -> String {
+        format!("{}#{}", server.url(), unique_schema("crash"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_every_answered_delivery_survives_sigkill_mid_handler() {
+        let Some(server) = PostgresServer::shared() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        every_answered_delivery_survives_sigkill(&spec(server), dir.path()).await;
+    }
+
+    /// Two receiver processes on one PostgreSQL inbox, each delivery sent to one of them and
+    /// its redelivery to the other, as a load balancer would: every event is handled exactly
+    /// once, on its first attempt.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_on_one_database_handle_each_event_once() {
+        let Some(server) = PostgresServer::shared() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("handled.log");
+        let spec = spec(server);
+        let ports = [free_port(), free_port()];
+        let mut replicas = Vec::new();
+        for port in ports {
+            replicas.push(start_child(&spec, &log, port).await);
+        }
+        let urls = ports.map(|port| format!("http://127.0.0.1:{port}/webhook"));
+        let sends = (0..100).map(|i| {
+            let urls = urls.clone();
+            async move {
+                let delivery = message(&format!("replica-{i}"));
+                let first = e2e::post(&urls[i % 2], &delivery).await;
+                let again = e2e::post(&urls[(i + 1) % 2], &delivery).await;
+                (first, again)
+            }
+        });
+        for (first, again) in futures_util::future::join_all(sends).await {
+            assert_eq!(first, (200, r#"{"status":"accepted"}"#.to_owned()));
+            assert_eq!(again, (200, r#"{"status":"duplicate"}"#.to_owned()));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while handled(&log).len() < 100 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not every event was handled"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Let any second run show itself before looking.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for mut replica in replicas {
+            replica.kill().await.unwrap();
+        }
+        let handled = handled(&log);
+        assert_eq!(handled.len(), 100);
+        for (id, attempts) in &handled {
+            assert_eq!(attempts, &vec![1], "{id} ran on attempts {attempts:?}");
+        }
+    }
+}
