@@ -17,14 +17,19 @@
 //! ```
 
 pub mod inbox_suite;
+pub mod simulator;
 pub mod store_suite;
 
-use std::time::SystemTime;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
+use crate::dedup::{ClaimToken, DedupKey, IdempotencyStore, StoreClaim, StoreFuture};
+use crate::error::DedupError;
 use crate::event::{Dialect, EventKind, Timestamp};
 use crate::secret::WebhookSecret;
 use crate::verify::{AISOULE_SIGNATURE, Verifier, WEBHOOK_SIGNATURE, sign};
@@ -404,5 +409,145 @@ fn sample_data(kind: &EventKind, help: bool) -> Value {
             "to_team_id": "uuid", "notes": "Customer asking about refund",
         }),
         _ => json!({ "id": "uuid" }),
+    }
+}
+
+/// Wraps an [`IdempotencyStore`] so that tests on tokio's
+/// paused clock stay exact with a store that does real I/O, such as Redis.
+///
+/// Paused, tokio's clock jumps to the next timer whenever every task is waiting, and a task
+/// waiting for Redis's answer counts as waiting: the platform's 5 s timeout, or a retry an
+/// hour away, could then pass during one round trip. The wrapped store lives on a runtime of its
+/// own, on real time (so its own timeouts and reconnection backoff work, even while its server
+/// is down), and each operation is awaited from tokio's blocking pool, which keeps the test's
+/// paused clock still until it returns. The inbox's equivalent is
+/// [`InboxBuilder::hold_paused_clock`](crate::inbox::InboxBuilder::hold_paused_clock).
+///
+/// The server's own time (Redis's expiry of leases and TTLs) is not tokio's and does not pause.
+///
+/// ```no_run
+/// # #[cfg(feature = "redis")]
+/// # async fn run() {
+/// use aisoule_webhooks::dedup::{Deduplicator, redis::RedisStore};
+/// use aisoule_webhooks::test_util::PausedClockStore;
+///
+/// let store = PausedClockStore::build(|| async {
+///     RedisStore::connect("redis://127.0.0.1:6379/").await.expect("Redis is up")
+/// });
+/// let deduplicator = Deduplicator::new(store);
+/// # let _ = deduplicator; }
+/// ```
+pub struct PausedClockStore<S> {
+    store: Arc<S>,
+    /// Kept to be shut down without blocking when the wrapper is dropped (inside a test's
+    /// runtime, where blocking on a shutdown would panic).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
+
+impl<S> std::fmt::Debug for PausedClockStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PausedClockStore").finish_non_exhaustive()
+    }
+}
+
+impl<S> Drop for PausedClockStore<S> {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl<S: IdempotencyStore> PausedClockStore<S> {
+    /// Builds the store with `make` on a runtime of its own (one thread, on real time), so
+    /// that the tasks it spawns (a Redis connection's driver) run there.
+    ///
+    /// # Panics
+    ///
+    /// When the runtime cannot be built, or `make` panics.
+    pub fn build<F, Fut>(make: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = S>,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the wrapped store");
+        let handle = runtime.handle().clone();
+        let store = std::thread::scope(|scope| {
+            scope
+                .spawn(|| handle.block_on(make()))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        Self {
+            store: Arc::new(store),
+            runtime: Some(runtime),
+            handle,
+        }
+    }
+
+    /// Runs one operation of the store on its own runtime, awaited from the blocking pool so
+    /// that the test's paused clock holds still.
+    fn hold<T: Send + 'static, F>(
+        &self,
+        op: impl FnOnce(Arc<S>) -> F + Send + 'static,
+    ) -> StoreFuture<'static, T>
+    where
+        F: Future<Output = Result<T, DedupError>> + Send + 'static,
+    {
+        let store = self.store.clone();
+        let handle = self.handle.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || handle.block_on(op(store)))
+                .await
+                .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+        })
+    }
+}
+
+impl<S: IdempotencyStore> IdempotencyStore for PausedClockStore<S> {
+    fn claim<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, StoreClaim> {
+        let key = key.clone();
+        self.hold(move |store| async move { store.claim(&key, token, lease).await })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let key = key.clone();
+        self.hold(move |store| async move { store.renew(&key, token, lease).await })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        let key = key.clone();
+        self.hold(move |store| async move { store.commit(&key, token, ttl).await })
+    }
+
+    fn release<'a>(&'a self, key: &'a DedupKey, token: ClaimToken) -> StoreFuture<'a, ()> {
+        let key = key.clone();
+        self.hold(move |store| async move { store.release(&key, token).await })
+    }
+
+    fn release_detached(&self, key: DedupKey, token: ClaimToken) {
+        // On the store's runtime, where a store that spawns the release finds its connection.
+        let _entered = self.handle.enter();
+        self.store.release_detached(key, token);
     }
 }

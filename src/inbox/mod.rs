@@ -118,9 +118,10 @@ impl InboxBuilder {
         self
     }
 
-    /// How many attempts a job gets before it becomes a dead letter. Defaults to 10, which
-    /// with the default backoff spans about 4 hours: longer than a typical outage of the
-    /// systems a handler writes to.
+    /// How many attempts a job gets before it becomes a dead letter. Defaults to 20, which with
+    /// the default backoff (doubling from 1 s to 1 h, jittered down by up to half) retries for
+    /// between about 4 and 8 hours: past an afternoon's outage of the systems a handler writes
+    /// to, where the platform itself gives up after about 6 minutes.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.config.max_attempts = attempts;
         self
@@ -233,7 +234,7 @@ impl Inbox {
                 workers: 4,
                 lease: Duration::from_secs(30),
                 handler_timeout: Duration::from_secs(5 * 60),
-                max_attempts: 10,
+                max_attempts: 20,
                 backoff_base: Duration::from_secs(1),
                 backoff_max: Duration::from_secs(60 * 60),
                 poll_interval: Duration::from_millis(500),
@@ -280,7 +281,9 @@ impl Inbox {
     ///
     /// # Errors
     ///
-    /// The store's error: the delivery is not stored, and must be refused with 503.
+    /// The store's error: refuse the delivery with 503. It was most likely not stored; a
+    /// networked store may have committed it and lost the answer, in which case the platform's
+    /// retry is answered as a duplicate.
     pub async fn insert(&self, delivery: NewDelivery) -> Result<Inserted, InboxError> {
         let inserted = self
             .run(move |store| async move { store.insert(delivery).await })

@@ -39,11 +39,15 @@
 //! kept as `done` for the retention (7 days by default) so that redeliveries stay duplicates.
 //! Almost every row is therefore `done`, and the work happens among the few others:
 //!
-//! - The indexes the workers use are partial: pending rows by `(next_run_at, id)`, running rows
+//! - The indexes the workers use are partial: pending rows by `(id, next_run_at)` (claims take
+//!   the oldest id first, and skip rows waiting out a backoff inside the index), running rows
 //!   by `lease_until`, unfinished rows by `(conversation, id)`, dead and quarantined rows by
 //!   `(state, id)`. They hold only the rows that are not done, so they stay small and hot in
 //!   memory however large the table grows. Done rows are indexed by `finished_at` only, for the
 //!   purge.
+//! - Counting the done rows for [`Inbox::stats`](crate::inbox::Inbox::stats) reads all of them
+//!   (about 50 ms per 500 000 on a small VM), and listing or replaying by state reads the
+//!   table: poll the stats every few seconds for metrics, not per request.
 //! - [`Inbox::purge`](crate::inbox::Inbox::purge) deletes old done rows in batches of 1 000
 //!   oldest first, one short transaction each, so it never holds locks or a snapshot for long.
 //!   Call it periodically (say hourly) from one replica; several replicas purging at once is
@@ -102,7 +106,7 @@ const SCHEMA_LOCK: i64 = 0x0061_6973_6f75_6c65;
 
 /// The columns a [`JobRecord`] is read from, in the order `record` reads them.
 const RECORD_COLUMNS: &str = "id, key, state, attempts, last_error, quarantine_reason, body, \
-     headers::text AS headers, secret_label, conversation, received_at, next_run_at, \
+     headers, secret_label, conversation, received_at, next_run_at, \
      lease_until, finished_at";
 
 /// An inbox store in a PostgreSQL table, shared by every replica that connects to it.
@@ -353,7 +357,7 @@ async fn create_table(
                 key TEXT NOT NULL UNIQUE,
                 state TEXT NOT NULL,
                 body BYTEA NOT NULL,
-                headers JSONB NOT NULL,
+                headers TEXT NOT NULL,
                 secret_label TEXT NOT NULL,
                 conversation TEXT,
                 received_at BIGINT NOT NULL,
@@ -367,7 +371,7 @@ async fn create_table(
             )"
         ),
         format!(
-            "CREATE INDEX IF NOT EXISTS {TABLE}_pending ON {table} (next_run_at, id) \
+            "CREATE INDEX IF NOT EXISTS {TABLE}_pending ON {table} (id, next_run_at) \
              WHERE state = 'pending'"
         ),
         format!(
@@ -418,7 +422,7 @@ impl Statements {
                 "INSERT INTO {t} (key, state, body, headers, secret_label, conversation, \
                  received_at, next_run_at, quarantine_reason)
                  SELECT k, CASE WHEN q IS NULL THEN 'pending' ELSE 'quarantined' END, b, \
-                 h::jsonb, s, c, r, r, q
+                 h, s, c, r, r, q
                  FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[], \
                  $6::int8[], $7::text[]) WITH ORDINALITY AS u(k, b, h, s, c, r, q, n)
                  ORDER BY n
@@ -426,22 +430,34 @@ impl Statements {
                  RETURNING id, key"
             )
             .into(),
+            // Each branch walks only its partial index, in id order: a single `OR` over both
+            // states lets the planner walk the primary key instead, through every done row
+            // before the first pending one (measured: 60 ms per claim at 500 000 done rows
+            // during a backlog, against 0.1 ms this way). Each branch locks at most `$3`
+            // rows; the few it locked beyond the `$3` kept are free again when the statement
+            // ends.
             claim: format!(
                 "WITH picked AS (
-                     SELECT j.id FROM {t} j
-                     WHERE ((j.state = 'pending' AND j.next_run_at <= $1)
-                         OR (j.state = 'running' AND j.lease_until < $1))
-                       AND (NOT $4 OR j.conversation IS NULL OR NOT EXISTS (
-                           SELECT 1 FROM {t} e
-                           WHERE e.conversation = j.conversation AND e.id < j.id
-                             AND e.state IN ('pending', 'running')))
-                     ORDER BY j.id
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED)
+                     SELECT id FROM (
+                         SELECT j.id FROM {t} j
+                         WHERE j.state = 'pending' AND j.next_run_at <= $1 AND {in_turn}
+                         ORDER BY j.id LIMIT $3 FOR UPDATE SKIP LOCKED) due
+                     UNION ALL
+                     SELECT id FROM (
+                         SELECT j.id FROM {t} j
+                         WHERE j.state = 'running' AND j.lease_until < $1 AND {in_turn}
+                         ORDER BY j.id LIMIT $3 FOR UPDATE SKIP LOCKED) expired
+                     ORDER BY id LIMIT $3)
                  UPDATE {t} t SET state = 'running', fence = t.fence + 1, \
                  attempts = t.attempts + 1, lease_until = $2
                  FROM picked WHERE t.id = picked.id
-                 RETURNING t.id, t.key, t.body, t.secret_label, t.received_at, t.attempts, t.fence"
+                 RETURNING t.id, t.key, t.body, t.secret_label, t.received_at, t.attempts, t.fence",
+                in_turn = format!(
+                    "(NOT $4 OR j.conversation IS NULL OR NOT EXISTS (
+                         SELECT 1 FROM {t} e
+                         WHERE e.conversation = j.conversation AND e.id < j.id
+                           AND e.state IN ('pending', 'running')))"
+                ),
             )
             .into(),
             renew: format!("UPDATE {t} SET lease_until = $3 {running}").into(),
@@ -546,6 +562,10 @@ async fn batch_inserts(
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut batch, max_batch).await > 0 {
+        refuse_unstorable(&mut batch);
+        if batch.is_empty() {
+            continue;
+        }
         match bounded(timeout, write_batch(&pool, &sql, &batch)).await {
             Ok(answers) => {
                 for (pending, answer) in batch.drain(..).zip(answers) {
@@ -566,6 +586,51 @@ async fn batch_inserts(
         }
     }
 }
+
+/// Answers, and takes out of `batch`, every delivery PostgreSQL would refuse: text holding a
+/// NUL character, which a `TEXT` column cannot store. One such delivery would otherwise fail
+/// the whole statement, and with it every other delivery of the batch, again at each of the
+/// platform's retries.
+fn refuse_unstorable(batch: &mut Vec<PendingInsert>) {
+    let mut index = 0;
+    while index < batch.len() {
+        let d = &batch[index].delivery;
+        let nul = [
+            ("key", Some(d.key.as_str())),
+            ("secret label", Some(d.secret_label.as_str())),
+            ("conversation", d.conversation.as_deref()),
+            ("quarantine reason", d.quarantine.as_deref()),
+        ]
+        .into_iter()
+        .find_map(|(field, text)| text.is_some_and(|t| t.contains('\0')).then_some(field));
+        match nul {
+            Some(field) => {
+                let pending = batch.remove(index);
+                let _ = pending.answer.send(Err(InboxError::store(
+                    "insert a delivery",
+                    NulInText(field),
+                )));
+            }
+            None => index += 1,
+        }
+    }
+}
+
+/// A delivery's text holds a NUL character, which PostgreSQL's `TEXT` cannot store.
+#[derive(Debug)]
+struct NulInText(&'static str);
+
+impl fmt::Display for NulInText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the delivery's {} holds a NUL character, which PostgreSQL cannot store",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NulInText {}
 
 /// Writes `batch` in one statement and says, in its order, which inserts made a row. A key
 /// that appears twice is sent once: its first insert may be new, the later ones are duplicates.
@@ -769,7 +834,9 @@ impl InboxStore for PostgresStore {
             let q = query(&self.sql.fail)
                 .bind(id.0)
                 .bind(fence.0)
-                .bind(error.to_owned())
+                // TEXT cannot hold NUL, and a handler's message is free text: a failure that
+                // cannot be recorded would leave the row to be retried for ever.
+                .bind(error.replace('\0', "\u{fffd}"))
                 .bind(retry_at.map(to_millis))
                 .bind(to_millis(now));
             self.settle("record a failed attempt", id, q).await

@@ -505,4 +505,13 @@ mod tests {
         }
         assert!(backoff(base, max, u32::MAX) <= max);
     }
+
+    #[test]
+    fn the_default_twenty_attempts_retry_for_four_to_eight_hours() {
+        let (base, max) = (Duration::from_secs(1), Duration::from_secs(3600));
+        // 19 waits separate 20 attempts.
+        let span: Duration = (1..20).map(|attempt| backoff(base, max, attempt)).sum();
+        let hours = span.as_secs_f64() / 3600.0;
+        assert!((4.0..=8.2).contains(&hours), "{hours} h");
+    }
 }

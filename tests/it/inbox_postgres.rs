@@ -109,6 +109,39 @@ async fn a_batch_of_distinct_keys_gets_ids_in_insertion_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_postgres_cannot_store_fails_only_its_own_delivery() {
+    let Some((_, _, store)) = fresh("nul").await else {
+        return;
+    };
+    let mut deliveries: Vec<NewDelivery> =
+        (0..20).map(|i| delivery(&format!("ok{i}"), None)).collect();
+    deliveries[7].key = "bad\0key".to_owned();
+    deliveries[12].conversation = Some("+91\0".to_owned());
+    let results = join_all(deliveries.into_iter().map(|d| store.insert(d))).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == 7 || i == 12 {
+            assert!(
+                matches!(result, Err(InboxError::Store { .. })),
+                "{i}: {result:?}"
+            );
+        } else {
+            assert!(matches!(result, Ok(Inserted::New(_))), "{i}: {result:?}");
+        }
+    }
+    // A handler's error message with a NUL is still recorded.
+    let id = new_id(&store, delivery("fails", None)).await;
+    let jobs = store.claim(at(1), LEASE, 100, false).await.unwrap();
+    let job = jobs.iter().find(|j| j.id == id).expect("claimed");
+    store
+        .fail(id, job.fence, "bad\0message", None, at(2))
+        .await
+        .expect("the failure is recorded");
+    let row = store.get(id).await.unwrap().unwrap();
+    assert_eq!(row.state, JobState::Dead);
+    assert_eq!(row.last_error.as_deref(), Some("bad\u{fffd}message"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_claiming_at_once_never_share_a_row() {
     const ROWS: usize = 500;
     let Some((url, schema, first)) = fresh("replicas").await else {
@@ -420,6 +453,10 @@ async fn a_dead_server_is_an_error_not_a_hang_and_acked_rows_survive_it() {
         .await
         .expect("connects");
     let id = new_id(&store, delivery("before", None)).await;
+    // A burst acknowledged in group commits, the last of them just before the crash.
+    let acked =
+        join_all((0..1_000).map(|i| store.insert(delivery(&format!("acked{i:04}"), None)))).await;
+    assert!(acked.iter().all(|r| matches!(r, Ok(Inserted::New(_)))));
 
     server.kill();
     let within = Duration::from_secs(10);
@@ -475,7 +512,13 @@ async fn a_dead_server_is_an_error_not_a_hang_and_acked_rows_survive_it() {
         .into_iter()
         .map(|r| r.key)
         .collect();
-    assert_eq!(keys, ["before", "after"]);
+    let mut expected = vec!["before".to_owned()];
+    expected.extend((0..1_000).map(|i| format!("acked{i:04}")));
+    expected.push("after".to_owned());
+    assert_eq!(
+        keys, expected,
+        "every acknowledged insert survived SIGKILL, nothing else did"
+    );
 }
 
 /// Not a test of behaviour: the throughput of 20 000 concurrent 1 KiB inserts and their
@@ -508,14 +551,46 @@ async fn throughput_of_20k_concurrent_1k_inserts() {
     for task in tasks {
         latencies.push(task.await.expect("the insert task"));
     }
-    let elapsed = started.elapsed();
+    report("all at once", started.elapsed(), latencies);
+
+    // The same number again from 200 clients that each wait for their answer before sending
+    // the next, as a fleet of platform connections would.
+    const CLIENTS: usize = 200;
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (store, body) = (store.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(N / CLIENTS);
+                for i in 0..N / CLIENTS {
+                    let mut d = delivery(&format!("tp-{c}-{i}"), None);
+                    d.body = body.clone();
+                    let sent = std::time::Instant::now();
+                    let inserted = store.insert(d).await.expect("inserts");
+                    assert!(matches!(inserted, Inserted::New(_)));
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(N);
+    for client in clients {
+        latencies.extend(client.await.expect("the client task"));
+    }
+    report("200 clients", started.elapsed(), latencies);
+}
+
+fn report(what: &str, elapsed: Duration, mut latencies: Vec<Duration>) {
+    let n = latencies.len();
     latencies.sort();
     println!(
-        "{N} inserts of 1 KiB in {elapsed:?}: {:.0} acks/s; latency p50 {:?}, p99 {:?}, max {:?}",
-        N as f64 / elapsed.as_secs_f64(),
-        latencies[N / 2],
-        latencies[N * 99 / 100],
-        latencies[N - 1]
+        "{what}: {n} inserts of 1 KiB in {elapsed:?}: {:.0} acks/s; latency p50 {:?}, p99 {:?}, \
+         max {:?}",
+        n as f64 / elapsed.as_secs_f64(),
+        latencies[n / 2],
+        latencies[n * 99 / 100],
+        latencies[n - 1]
     );
 }
 

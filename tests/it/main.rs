@@ -21,6 +21,8 @@ mod inbox_postgres;
 mod inbox_sqlite;
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod lifecycle;
+#[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
+mod loss_matrix;
 #[cfg(all(feature = "postgres", feature = "test-util"))]
 mod postgres_server;
 #[cfg(feature = "redis")]
