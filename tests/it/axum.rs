@@ -10,14 +10,18 @@ use aisoule_webhooks::event::{Dialect, EventKind};
 use aisoule_webhooks::test_util::{Delivery, SignatureForm, SignatureHeader, TEST_SECRET};
 use aisoule_webhooks::{ConfigError, Deduplicator, Receiver, VerifiedEvent};
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tower::ServiceExt;
+use tower::util::MapFutureLayer;
+use tracing::instrument::WithSubscriber;
 
-use crate::e2e::{self, Framework, Recorder, StartFuture, e2e_cases, message, test_receiver};
+use crate::e2e::{
+    self, Framework, Recorder, Route, StartFuture, e2e_cases, message, test_receiver,
+};
 use crate::support::CapturedLogs;
 
 pub(crate) struct Axum;
@@ -37,9 +41,58 @@ pub(crate) fn recorded_app(receiver: Receiver, recorder: Recorder) -> Router {
         .with_state(recorder)
 }
 
+/// The state of the routes whose handler takes [`WebhookDelivery`].
+#[derive(Clone)]
+struct DeliveryState {
+    receiver: Receiver,
+    recorder: Recorder,
+    commit: bool,
+}
+
+impl FromRef<DeliveryState> for Receiver {
+    fn from_ref(state: &DeliveryState) -> Self {
+        state.receiver.clone()
+    }
+}
+
+/// The e2e table's `WebhookDelivery` handler: commits when it answers 200, if told to.
+async fn delivered(State(state): State<DeliveryState>, delivery: WebhookDelivery) -> StatusCode {
+    let body = delivery.event.raw().clone();
+    let status = state.recorder.handle(&delivery.event, body).await;
+    if status == 200 && state.commit {
+        delivery.commit().await;
+    }
+    StatusCode::from_u16(status).unwrap()
+}
+
 impl Framework for Axum {
-    fn start(receiver: Receiver, recorder: Recorder) -> StartFuture {
-        Box::pin(async move { serve(recorded_app(receiver, recorder)).await })
+    fn start_route(
+        receiver: Receiver,
+        recorder: Recorder,
+        route: Route,
+        logs: CapturedLogs,
+    ) -> StartFuture {
+        let app = match route {
+            Route::Wrapped => recorded_app(receiver, recorder),
+            Route::WrappedDelivery | Route::Delivery | Route::DeliveryWithoutCommit => {
+                let state = DeliveryState {
+                    receiver: receiver.clone(),
+                    recorder,
+                    commit: route.commits(),
+                };
+                let handler = if route == Route::WrappedDelivery {
+                    post(delivered).layer(WebhookLayer::new(receiver))
+                } else {
+                    post(delivered)
+                };
+                Router::new().route("/webhook", handler).with_state(state)
+            }
+        };
+        let dispatch = logs.dispatch();
+        let app = app.layer(MapFutureLayer::new(move |request| {
+            WithSubscriber::with_subscriber(request, dispatch.clone())
+        }));
+        Box::pin(async move { serve(app).await })
     }
 }
 
@@ -349,4 +402,114 @@ async fn spans_carry_kind_id_label_and_outcome_but_never_secrets() {
         "the forged signature was logged"
     );
     assert!(!text.contains(TEST_SECRET), "the secret was logged");
+}
+
+/// In process: any method but POST is 405 with `Allow: POST`, under the layer and from the
+/// standalone extractor (on a route that takes every method), before the body is read (a body
+/// that never ends is not waited for), and the span's outcome says why.
+#[tokio::test(flavor = "current_thread")]
+async fn a_wrong_method_is_405_before_the_body_is_read_in_process() {
+    use axum::body::Body;
+    use axum::http::Method;
+
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let layered = Router::new().route(
+        "/webhook",
+        post(|_: VerifiedEvent| async { StatusCode::OK }).layer(WebhookLayer::new(test_receiver())),
+    );
+    let standalone = Router::new()
+        .route(
+            "/webhook",
+            axum::routing::any(|delivery: WebhookDelivery| async move {
+                delivery.commit().await;
+                StatusCode::OK
+            }),
+        )
+        .with_state(test_receiver());
+    let delivery = message(Dialect::Help, "method-in-process-1");
+    for app in [layered, standalone] {
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT] {
+            // The signed delivery, but a body that never ends: answered without reading it.
+            let mut request =
+                http::Request::new(Body::from_stream(futures_util::stream::pending::<
+                    Result<Bytes, std::io::Error>,
+                >()));
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = "/webhook".parse().unwrap();
+            *request.headers_mut() = delivery.headers();
+            let response =
+                tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(request))
+                    .await
+                    .expect("answered without reading the body")
+                    .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method}"
+            );
+            assert_eq!(response.headers()["allow"], "POST", "{method}");
+            assert_eq!(response.headers()["content-type"], "application/json");
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            // axum strips the body of an answer to HEAD.
+            let expected: &[u8] = if method == Method::HEAD {
+                b""
+            } else {
+                br#"{"error":"method not allowed"}"#
+            };
+            assert_eq!(&body[..], expected, "{method}");
+        }
+        let response = app
+            .oneshot(delivery.http_request("/webhook"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "POST still works");
+    }
+    let text = logs.text();
+    assert!(
+        text.contains(r#"outcome="method_not_allowed""#),
+        "no outcome in:\n{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|line| line.contains("method_not_allowed") && line.contains("WARN")),
+        "a probe is not a warning:\n{text}"
+    );
+}
+
+/// Under the layer, `WebhookDelivery` takes the delivery the layer admitted (one claim, not
+/// two: the second used to find the first and answer 409), and its settlement is the layer's.
+#[tokio::test]
+async fn the_delivery_extractor_under_the_layer_has_no_settlement_of_its_own() {
+    let app = Router::new()
+        .route(
+            "/webhook",
+            post(|delivery: WebhookDelivery| async move {
+                let (event, settlement) = delivery.into_parts();
+                assert!(settlement.is_none(), "the layer holds the claim");
+                event.message_id().unwrap_or_default().to_owned()
+            })
+            .layer(WebhookLayer::new(test_receiver())),
+        )
+        .with_state(test_receiver());
+    let delivery = message(Dialect::Developer, "layered-parts-1");
+    let response = app
+        .clone()
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"layered-parts-1");
+    let again = app
+        .oneshot(delivery.redelivery().http_request("/webhook"))
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(again.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], br#"{"status":"duplicate"}"#);
 }
