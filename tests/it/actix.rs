@@ -241,6 +241,12 @@ async fn the_standalone_extractor_verifies_with_web_data() {
     );
 }
 
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_the_actix_example_share_one_redis() {
+    crate::axum::two_replicas_share_one_redis("actix_receiver").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_actix_example_handles_both_dialects_and_both_headers() {
     drive_example_receiver("actix_receiver", None).await;

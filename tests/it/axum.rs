@@ -330,6 +330,127 @@ pub(crate) async fn drive_example_receiver(name: &str, inbox: Option<&str>) {
     assert_eq!(rotated[0]["message_id"], "rotated-1");
 }
 
+/// Starts the example `name` on a free port, with the test secret and `env`, its stdout
+/// piped; returns it and its webhook URL once it listens.
+#[cfg(feature = "redis")]
+async fn start_example(name: &str, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(example_binary(name))
+        .env("AISOULE_WEBHOOK_SECRET", TEST_SECRET)
+        .env_remove("AISOULE_WEBHOOK_SECRET_PREVIOUS")
+        .env_remove("AISOULE_INBOX")
+        .env("PORT", port.to_string())
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (child, format!("http://127.0.0.1:{port}/webhook"));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{name} did not start listening");
+}
+
+/// Two replicas of the example `name`, as deployed: one Redis store between them, each
+/// delivery sent to both at once, then redelivered. Every event is handled (printed) exactly
+/// once across both, each concurrent pair is answered by one handler's 200 and one duplicate
+/// or 409, and none is lost: the later redelivery is a duplicate on both.
+#[cfg(feature = "redis")]
+pub(crate) async fn two_replicas_share_one_redis(name: &str) {
+    const DUPLICATE: &str = r#"{"status":"duplicate"}"#;
+    let Some(redis) = crate::redis_server::RedisServer::start() else {
+        return;
+    };
+    let redis_url = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        replicas.push(start_example(name, &[("AISOULE_REDIS_URL", &redis_url)]).await);
+    }
+    let urls: Vec<String> = replicas.iter().map(|(_, url)| url.clone()).collect();
+    let events: Vec<Delivery> = (0..50)
+        .map(|i| {
+            let dialect = if i % 2 == 0 {
+                Dialect::Help
+            } else {
+                Dialect::Developer
+            };
+            Delivery::sample(EventKind::MessageIncoming, dialect)
+                .message_id(format!("replica-{i}"))
+                .timestamp_at(std::time::SystemTime::now())
+                .build()
+        })
+        .collect();
+
+    let pairs = futures_util::future::join_all(events.iter().map(|event| async {
+        let redelivery = event.redelivery();
+        let (first, second) =
+            tokio::join!(e2e::post(&urls[0], event), e2e::post(&urls[1], &redelivery));
+        [first, second]
+    }))
+    .await;
+    for (i, answers) in pairs.iter().enumerate() {
+        let id = format!("replica-{i}");
+        let handled = answers.iter().filter(|a| a.0 == 200 && a.1 != DUPLICATE);
+        assert_eq!(handled.count(), 1, "{name} {id}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|(status, body)| *status == 200 || *status == 409 && body != DUPLICATE),
+            "{name} {id}: {answers:?}"
+        );
+    }
+    for event in &events {
+        for url in &urls {
+            assert_eq!(
+                e2e::post(url, &event.redelivery()).await,
+                (200, DUPLICATE.to_owned()),
+                "{name}: a later redelivery"
+            );
+        }
+    }
+
+    let mut printed = std::collections::HashMap::<String, usize>::new();
+    for (mut child, _) in replicas {
+        let mut stdout = child.stdout.take().unwrap();
+        child.kill().await.unwrap();
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut text)
+            .await
+            .unwrap();
+        for line in text.lines() {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = line["message_id"].as_str().unwrap().to_owned();
+            *printed.entry(id).or_default() += 1;
+        }
+    }
+    for i in 0..events.len() {
+        let id = format!("replica-{i}");
+        assert_eq!(
+            printed.get(&id),
+            Some(&1),
+            "{name}: {id} printed {printed:?}"
+        );
+    }
+    assert_eq!(printed.len(), events.len(), "{name}: {printed:?}");
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_the_axum_example_share_one_redis() {
+    two_replicas_share_one_redis("axum_receiver").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_example_handles_both_dialects_and_both_headers() {
     drive_example_receiver("axum_receiver", None).await;
