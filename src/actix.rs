@@ -81,6 +81,9 @@ fn response(answer: &Answer) -> HttpResponse {
     if let Some(seconds) = answer.retry_after_secs() {
         response.insert_header((header::RETRY_AFTER, seconds));
     }
+    if let Some(methods) = answer.allow() {
+        response.insert_header((header::ALLOW, methods));
+    }
     response.body(answer.body())
 }
 
@@ -214,7 +217,10 @@ where
         let receiver = self.receiver.clone();
         let lifecycle = async move {
             let payload = body(request.take_payload());
-            let admitted = match receiver.admit_request(request.headers(), payload).await {
+            let admitted = match receiver
+                .admit_request(request.method().as_str(), request.headers(), payload)
+                .await
+            {
                 Ok(admitted) => admitted,
                 Err(answer) => {
                     return Ok(request
@@ -318,7 +324,7 @@ impl FromRequest for WebhookDelivery {
         let request = request.clone();
         Box::pin(async move {
             let (event, settlement) = receiver
-                .admit_request(request.headers(), body(payload))
+                .admit_request(request.method().as_str(), request.headers(), body(payload))
                 .instrument(delivery_span())
                 .await
                 .map_err(AnswerError)?

@@ -29,6 +29,7 @@
 //! |---|---|
 //! | handled (your handler's answer) | your handler's status |
 //! | duplicate of a handled event | 200, handler not called |
+//! | any method but `POST` (before the body is read) | 405 with `Allow: POST` |
 //! | not JSON / not an event, stale timestamp, unreadable body | 400 |
 //! | any signature failure | 401, one identical body |
 //! | another delivery of it in flight | 409 |
@@ -53,7 +54,7 @@ use axum::body::Body;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use tower_layer::Layer;
@@ -74,6 +75,9 @@ impl IntoResponse for Answer {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(seconds) = self.retry_after_secs() {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(methods) = self.allow() {
+            headers.insert(ALLOW, HeaderValue::from_static(methods));
         }
         response
     }
@@ -168,7 +172,10 @@ where
         let span = delivery_span();
         let lifecycle = async move {
             let (mut parts, body) = request.into_parts();
-            let admitted = match receiver.admit_request(&parts.headers, body).await {
+            let admitted = match receiver
+                .admit_request(parts.method.as_str(), &parts.headers, body)
+                .await
+            {
                 Ok(admitted) => admitted,
                 Err(answer) => return Ok(answer.into_response()),
             };
@@ -202,15 +209,18 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedEvent {
     }
 }
 
-/// An extractor that admits the delivery by itself, for routes without [`WebhookLayer`].
-/// The [`Receiver`] comes from the router state (`FromRef`).
+/// An extractor that takes the event from [`WebhookLayer`], or, on a route without it,
+/// admits the delivery by itself with the [`Receiver`] from the router state (`FromRef`).
 ///
-/// Call [`commit`](WebhookDelivery::commit) once the event is handled. Dropping it instead
-/// (an error return, a panic, a forgotten commit) releases the claim so the platform's retry
-/// is processed, and logs a warning naming the event.
+/// Call [`commit`](WebhookDelivery::commit) once the event is handled (a no-op under the
+/// layer, which already holds the claim and settles it by your answer: admitting the delivery
+/// again there would find its own claim and answer 409). Without the layer, dropping it
+/// unsettled (an error return, a panic, a forgotten commit) releases the claim so the
+/// platform's retry is processed, and logs a warning naming the event.
 ///
-/// Your handler runs inside the request here, so a sender that hangs up cancels it: prefer
-/// [`WebhookLayer`], which runs the handler to completion, for handlers that may take seconds.
+/// Without the layer your handler runs inside the request, so a sender that hangs up cancels
+/// it: prefer [`WebhookLayer`], which runs the handler to completion, for handlers that may
+/// take seconds.
 ///
 /// ```no_run
 /// use axum::{Router, http::StatusCode, routing::post};
@@ -232,18 +242,21 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedEvent {
 pub struct WebhookDelivery {
     /// The verified event.
     pub event: VerifiedEvent,
-    settlement: Settlement,
+    settlement: Option<Settlement>,
 }
 
 impl WebhookDelivery {
     /// Marks the event handled, so redeliveries are answered as duplicates. A store failure
     /// is logged, not returned: the event has been handled either way.
     pub async fn commit(self) {
-        self.settlement.commit().await;
+        if let Some(settlement) = self.settlement {
+            settlement.commit().await;
+        }
     }
 
-    /// The event and its claim's settlement, to settle it yourself.
-    pub fn into_parts(self) -> (VerifiedEvent, Settlement) {
+    /// The event, and its claim's settlement when this extractor made the claim (`None`
+    /// under [`WebhookLayer`], which settles the claim by your answer), to settle it yourself.
+    pub fn into_parts(self) -> (VerifiedEvent, Option<Settlement>) {
         (self.event, self.settlement)
     }
 }
@@ -256,14 +269,24 @@ where
     type Rejection = Answer;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // Under the layer, the delivery is admitted and its claim held already.
+        if let Some(event) = request.extensions().get::<VerifiedEvent>().cloned() {
+            return Ok(Self {
+                event,
+                settlement: None,
+            });
+        }
         let receiver = Receiver::from_ref(state);
         let (parts, body) = request.into_parts();
         let (event, settlement) = receiver
-            .admit_request(&parts.headers, body)
+            .admit_request(parts.method.as_str(), &parts.headers, body)
             .instrument(delivery_span())
             .await?
             .into_parts();
-        Ok(Self { event, settlement })
+        Ok(Self {
+            event,
+            settlement: Some(settlement),
+        })
     }
 }
 

@@ -360,12 +360,13 @@ impl Receiver {
         admission
     }
 
-    /// The integrations' first half of the lifecycle: read and decode the body, then admit it
-    /// as [`admit`](Self::admit) does. Anything but a fresh delivery comes back as the answer
-    /// to send.
+    /// The integrations' first half of the lifecycle: refuse any method but `POST`, read and
+    /// decode the body, then admit it as [`admit`](Self::admit) does. Anything but a fresh
+    /// delivery comes back as the answer to send.
     #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
     pub(crate) async fn admit_request<B>(
         &self,
+        method: &str,
         headers: &impl RequestHeaders,
         body: B,
     ) -> Result<Admitted, Answer>
@@ -373,7 +374,15 @@ impl Receiver {
         B: http_body::Body,
         B::Error: Into<BoxError>,
     {
-        let admission = match self.read_request_body(headers, body).await {
+        let read = if method == "POST" {
+            self.read_request_body(headers, body).await
+        } else {
+            // Before the body is read: a wrong method is answered whatever it sends.
+            Err(Rejection::MethodNotAllowed {
+                method: method.chars().take(32).collect(),
+            })
+        };
+        let admission = match read {
             Ok(body) => {
                 let mut signatures = Vec::new();
                 for name in SIGNATURE_HEADER_NAMES {
@@ -550,7 +559,9 @@ fn report(admission: &Result<Admission, Rejection>) {
                  released with Inbox::replay"
             );
         }
-        Err(rejection @ Rejection::InFlight) => {
+        // Not a delivery refused but a request that is not one (or, for in-flight, one that
+        // the platform will retry): info, so that probes do not fill the warnings.
+        Err(rejection @ (Rejection::InFlight | Rejection::MethodNotAllowed { .. })) => {
             span.record("outcome", rejection.outcome());
             tracing::info!(%rejection, "delivery not handed to the handler");
         }

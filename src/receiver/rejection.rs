@@ -12,6 +12,15 @@ use crate::error::{DedupError, InboxError, ParseError, VerifyError};
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Rejection {
+    /// The request used a method other than `POST` (405 with `Allow: POST`). The platform only
+    /// ever POSTs; a `GET` is a browser, a probe or a health check pointed at the wrong path,
+    /// and telling it so beats a 401 that suggests a signing problem. Checked before the body
+    /// is read.
+    #[error("the method {method} is not allowed; webhooks are delivered with POST")]
+    MethodNotAllowed {
+        /// The method as sent, cut to 32 characters.
+        method: String,
+    },
     /// The body's `Content-Encoding` is not one this crate decodes (415).
     #[error("the Content-Encoding {encoding:?} is not supported; send gzip, deflate or none")]
     UnsupportedEncoding {
@@ -78,6 +87,7 @@ impl Rejection {
     pub fn status(&self) -> http::StatusCode {
         use http::StatusCode;
         match self {
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::BodyUnreadable { .. }
@@ -96,10 +106,17 @@ impl Rejection {
         matches!(self, Self::Store(_) | Self::Inbox(_)).then_some(10)
     }
 
+    /// The `Allow` header's value, for the answer to a wrong method: HTTP requires a 405 to
+    /// say which methods the route takes.
+    pub fn allow(&self) -> Option<&'static str> {
+        matches!(self, Self::MethodNotAllowed { .. }).then_some("POST")
+    }
+
     /// The JSON body sent with the status. It never carries signature details, so every
     /// signature failure looks identical from outside.
     pub fn public_body(&self) -> &'static str {
         match self {
+            Self::MethodNotAllowed { .. } => r#"{"error":"method not allowed"}"#,
             Self::PayloadTooLarge { .. } => r#"{"error":"payload too large"}"#,
             Self::UnsupportedEncoding { .. } => r#"{"error":"unsupported content encoding"}"#,
             Self::BodyUnreadable { .. } => r#"{"error":"unreadable body"}"#,
@@ -114,11 +131,12 @@ impl Rejection {
         }
     }
 
-    /// A short, stable name for logs and metrics: `too_large`, `unsupported_encoding`,
-    /// `unreadable`, `signature`, `parse`, `stale`, `unreadable_timestamp`, `in_flight`,
-    /// `store`, `inbox`.
+    /// A short, stable name for logs and metrics: `method_not_allowed`, `too_large`,
+    /// `unsupported_encoding`, `unreadable`, `signature`, `parse`, `stale`,
+    /// `unreadable_timestamp`, `in_flight`, `store`, `inbox`.
     pub fn outcome(&self) -> &'static str {
         match self {
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "too_large",
             Self::UnsupportedEncoding { .. } => "unsupported_encoding",
             Self::BodyUnreadable { .. } => "unreadable",
@@ -143,6 +161,7 @@ pub struct Answer {
     status: http::StatusCode,
     body: &'static str,
     retry_after_secs: Option<u64>,
+    allow: Option<&'static str>,
 }
 
 impl Answer {
@@ -151,6 +170,7 @@ impl Answer {
         status: http::StatusCode::OK,
         body: r#"{"status":"duplicate"}"#,
         retry_after_secs: None,
+        allow: None,
     };
 
     /// `200 {"status":"accepted"}`: inbox mode stored the delivery durably; the inbox's
@@ -159,6 +179,7 @@ impl Answer {
         status: http::StatusCode::OK,
         body: r#"{"status":"accepted"}"#,
         retry_after_secs: None,
+        allow: None,
     };
 
     /// `200 {"status":"quarantined"}`: inbox mode stored the delivery durably but holds it
@@ -168,6 +189,7 @@ impl Answer {
         status: http::StatusCode::OK,
         body: r#"{"status":"quarantined"}"#,
         retry_after_secs: None,
+        allow: None,
     };
 
     /// `500`: the handler panicked. Its claim was released, so the platform's retry runs it
@@ -176,6 +198,7 @@ impl Answer {
         status: http::StatusCode::INTERNAL_SERVER_ERROR,
         body: r#"{"error":"handler failed"}"#,
         retry_after_secs: None,
+        allow: None,
     };
 
     /// The status.
@@ -192,6 +215,11 @@ impl Answer {
     pub fn retry_after_secs(&self) -> Option<u64> {
         self.retry_after_secs
     }
+
+    /// The `Allow` header's value, if any: `POST` on the answer to a wrong method.
+    pub fn allow(&self) -> Option<&'static str> {
+        self.allow
+    }
 }
 
 impl From<&Rejection> for Answer {
@@ -200,6 +228,7 @@ impl From<&Rejection> for Answer {
             status: rejection.status(),
             body: rejection.public_body(),
             retry_after_secs: rejection.retry_after_secs(),
+            allow: rejection.allow(),
         }
     }
 }
@@ -229,6 +258,7 @@ impl From<MissingReceiver> for Answer {
             status: missing.status(),
             body: r#"{"error":"webhook receiver misconfigured"}"#,
             retry_after_secs: None,
+            allow: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The actix-web integration: the shared end-to-end table, plus what only actix has.
 
+use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::middleware::{DefaultHeaders, Logger};
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -8,9 +9,13 @@ use aisoule_webhooks::event::Dialect;
 use aisoule_webhooks::test_util::Delivery;
 use aisoule_webhooks::{BodyLimit, Receiver, VerifiedEvent};
 use bytes::Bytes;
+use tracing::instrument::WithSubscriber;
 
 use crate::axum::drive_example_receiver;
-use crate::e2e::{self, Framework, Recorder, StartFuture, e2e_cases, message, test_receiver};
+use crate::e2e::{
+    self, Framework, Recorder, Route, StartFuture, e2e_cases, message, test_receiver,
+};
+use crate::support::CapturedLogs;
 
 pub(crate) struct Actix;
 
@@ -22,19 +27,59 @@ async fn recorded(
     HttpResponse::build(StatusCode::from_u16(recorder.handle(&event, body).await).unwrap()).finish()
 }
 
+/// Whether the e2e table's `WebhookDelivery` handler commits when it answers 200.
+#[derive(Clone, Copy)]
+struct Commit(bool);
+
+async fn delivered(
+    recorder: web::Data<Recorder>,
+    commit: web::Data<Commit>,
+    delivery: WebhookDelivery,
+) -> HttpResponse {
+    let body = delivery.event.raw().clone();
+    let status = recorder.handle(&delivery.event, body).await;
+    if status == 200 && commit.0 {
+        delivery.commit().await;
+    }
+    HttpResponse::build(StatusCode::from_u16(status).unwrap()).finish()
+}
+
 impl Framework for Actix {
-    fn start(receiver: Receiver, recorder: Recorder) -> StartFuture {
+    fn start_route(
+        receiver: Receiver,
+        recorder: Recorder,
+        route: Route,
+        logs: CapturedLogs,
+    ) -> StartFuture {
         Box::pin(async move {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
+            let dispatch = logs.dispatch();
             let server = HttpServer::new(move || {
-                App::new()
+                let dispatch = dispatch.clone();
+                let app = App::new()
+                    .wrap_fn(move |request, service| {
+                        service.call(request).with_subscriber(dispatch.clone())
+                    })
                     .app_data(web::Data::new(recorder.clone()))
-                    .service(
+                    .app_data(web::Data::new(receiver.clone()))
+                    .app_data(web::Data::new(Commit(route.commits())));
+                let middleware = WebhookMiddleware::new(receiver.clone());
+                match route {
+                    Route::Wrapped => app.service(
                         web::resource("/webhook")
-                            .wrap(WebhookMiddleware::new(receiver.clone()))
+                            .wrap(middleware)
                             .route(web::post().to(recorded)),
-                    )
+                    ),
+                    Route::WrappedDelivery => app.service(
+                        web::resource("/webhook")
+                            .wrap(middleware)
+                            .route(web::post().to(delivered)),
+                    ),
+                    Route::Delivery | Route::DeliveryWithoutCommit => {
+                        app.route("/webhook", web::post().to(delivered))
+                    }
+                }
             })
             .workers(1)
             .disable_signals()
@@ -196,6 +241,12 @@ async fn the_standalone_extractor_verifies_with_web_data() {
     );
 }
 
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_the_actix_example_share_one_redis() {
+    crate::axum::two_replicas_share_one_redis("actix_receiver").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_actix_example_handles_both_dialects_and_both_headers() {
     drive_example_receiver("actix_receiver", None).await;
@@ -207,4 +258,60 @@ async fn the_actix_example_in_inbox_mode_prints_the_same_lines_from_its_workers(
     let dir = tempfile::tempdir().unwrap();
     let inbox = format!("sqlite:{}", dir.path().join("inbox.db").display());
     drive_example_receiver("actix_receiver", Some(&inbox)).await;
+}
+
+/// In process: any method but POST is 405 with `Allow: POST`, under the middleware and from
+/// the standalone extractor (on a route that takes every method).
+#[actix_web::test]
+async fn a_wrong_method_is_405_in_process() {
+    use actix_web::http::Method;
+
+    let app = actix_web::test::init_service(
+        App::new()
+            .app_data(web::Data::new(test_receiver()))
+            .service(
+                web::resource("/webhook")
+                    .wrap(WebhookMiddleware::new(test_receiver()))
+                    .route(
+                        web::post().to(|_: VerifiedEvent| async { HttpResponse::Ok().finish() }),
+                    ),
+            )
+            .route(
+                "/standalone",
+                web::route().to(|delivery: WebhookDelivery| async move {
+                    delivery.commit().await;
+                    HttpResponse::Ok().finish()
+                }),
+            ),
+    )
+    .await;
+    let delivery = message(Dialect::Help, "method-in-process-1");
+    for uri in ["/webhook", "/standalone"] {
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT] {
+            let request = delivery.actix_request(uri).method(method.clone());
+            let response = actix_web::test::call_service(&app, request.to_request()).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{uri} {method}"
+            );
+            assert_eq!(
+                response.headers().get("allow").unwrap(),
+                "POST",
+                "{uri} {method}"
+            );
+            assert_eq!(
+                response.headers().get("content-type").unwrap(),
+                "application/json"
+            );
+            assert_eq!(
+                actix_web::test::read_body(response).await,
+                Bytes::from_static(br#"{"error":"method not allowed"}"#),
+                "{uri} {method}"
+            );
+        }
+    }
+    let response =
+        actix_web::test::call_service(&app, delivery.actix_request("/webhook").to_request()).await;
+    assert_eq!(response.status(), StatusCode::OK, "POST still works");
 }

@@ -10,14 +10,18 @@ use aisoule_webhooks::event::{Dialect, EventKind};
 use aisoule_webhooks::test_util::{Delivery, SignatureForm, SignatureHeader, TEST_SECRET};
 use aisoule_webhooks::{ConfigError, Deduplicator, Receiver, VerifiedEvent};
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tower::ServiceExt;
+use tower::util::MapFutureLayer;
+use tracing::instrument::WithSubscriber;
 
-use crate::e2e::{self, Framework, Recorder, StartFuture, e2e_cases, message, test_receiver};
+use crate::e2e::{
+    self, Framework, Recorder, Route, StartFuture, e2e_cases, message, test_receiver,
+};
 use crate::support::CapturedLogs;
 
 pub(crate) struct Axum;
@@ -37,9 +41,58 @@ pub(crate) fn recorded_app(receiver: Receiver, recorder: Recorder) -> Router {
         .with_state(recorder)
 }
 
+/// The state of the routes whose handler takes [`WebhookDelivery`].
+#[derive(Clone)]
+struct DeliveryState {
+    receiver: Receiver,
+    recorder: Recorder,
+    commit: bool,
+}
+
+impl FromRef<DeliveryState> for Receiver {
+    fn from_ref(state: &DeliveryState) -> Self {
+        state.receiver.clone()
+    }
+}
+
+/// The e2e table's `WebhookDelivery` handler: commits when it answers 200, if told to.
+async fn delivered(State(state): State<DeliveryState>, delivery: WebhookDelivery) -> StatusCode {
+    let body = delivery.event.raw().clone();
+    let status = state.recorder.handle(&delivery.event, body).await;
+    if status == 200 && state.commit {
+        delivery.commit().await;
+    }
+    StatusCode::from_u16(status).unwrap()
+}
+
 impl Framework for Axum {
-    fn start(receiver: Receiver, recorder: Recorder) -> StartFuture {
-        Box::pin(async move { serve(recorded_app(receiver, recorder)).await })
+    fn start_route(
+        receiver: Receiver,
+        recorder: Recorder,
+        route: Route,
+        logs: CapturedLogs,
+    ) -> StartFuture {
+        let app = match route {
+            Route::Wrapped => recorded_app(receiver, recorder),
+            Route::WrappedDelivery | Route::Delivery | Route::DeliveryWithoutCommit => {
+                let state = DeliveryState {
+                    receiver: receiver.clone(),
+                    recorder,
+                    commit: route.commits(),
+                };
+                let handler = if route == Route::WrappedDelivery {
+                    post(delivered).layer(WebhookLayer::new(receiver))
+                } else {
+                    post(delivered)
+                };
+                Router::new().route("/webhook", handler).with_state(state)
+            }
+        };
+        let dispatch = logs.dispatch();
+        let app = app.layer(MapFutureLayer::new(move |request| {
+            WithSubscriber::with_subscriber(request, dispatch.clone())
+        }));
+        Box::pin(async move { serve(app).await })
     }
 }
 
@@ -277,6 +330,127 @@ pub(crate) async fn drive_example_receiver(name: &str, inbox: Option<&str>) {
     assert_eq!(rotated[0]["message_id"], "rotated-1");
 }
 
+/// Starts the example `name` on a free port, with the test secret and `env`, its stdout
+/// piped; returns it and its webhook URL once it listens.
+#[cfg(feature = "redis")]
+async fn start_example(name: &str, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(example_binary(name))
+        .env("AISOULE_WEBHOOK_SECRET", TEST_SECRET)
+        .env_remove("AISOULE_WEBHOOK_SECRET_PREVIOUS")
+        .env_remove("AISOULE_INBOX")
+        .env("PORT", port.to_string())
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (child, format!("http://127.0.0.1:{port}/webhook"));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{name} did not start listening");
+}
+
+/// Two replicas of the example `name`, as deployed: one Redis store between them, each
+/// delivery sent to both at once, then redelivered. Every event is handled (printed) exactly
+/// once across both, each concurrent pair is answered by one handler's 200 and one duplicate
+/// or 409, and none is lost: the later redelivery is a duplicate on both.
+#[cfg(feature = "redis")]
+pub(crate) async fn two_replicas_share_one_redis(name: &str) {
+    const DUPLICATE: &str = r#"{"status":"duplicate"}"#;
+    let Some(redis) = crate::redis_server::RedisServer::start() else {
+        return;
+    };
+    let redis_url = redis.url();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        replicas.push(start_example(name, &[("AISOULE_REDIS_URL", &redis_url)]).await);
+    }
+    let urls: Vec<String> = replicas.iter().map(|(_, url)| url.clone()).collect();
+    let events: Vec<Delivery> = (0..50)
+        .map(|i| {
+            let dialect = if i % 2 == 0 {
+                Dialect::Help
+            } else {
+                Dialect::Developer
+            };
+            Delivery::sample(EventKind::MessageIncoming, dialect)
+                .message_id(format!("replica-{i}"))
+                .timestamp_at(std::time::SystemTime::now())
+                .build()
+        })
+        .collect();
+
+    let pairs = futures_util::future::join_all(events.iter().map(|event| async {
+        let redelivery = event.redelivery();
+        let (first, second) =
+            tokio::join!(e2e::post(&urls[0], event), e2e::post(&urls[1], &redelivery));
+        [first, second]
+    }))
+    .await;
+    for (i, answers) in pairs.iter().enumerate() {
+        let id = format!("replica-{i}");
+        let handled = answers.iter().filter(|a| a.0 == 200 && a.1 != DUPLICATE);
+        assert_eq!(handled.count(), 1, "{name} {id}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|(status, body)| *status == 200 || *status == 409 && body != DUPLICATE),
+            "{name} {id}: {answers:?}"
+        );
+    }
+    for event in &events {
+        for url in &urls {
+            assert_eq!(
+                e2e::post(url, &event.redelivery()).await,
+                (200, DUPLICATE.to_owned()),
+                "{name}: a later redelivery"
+            );
+        }
+    }
+
+    let mut printed = std::collections::HashMap::<String, usize>::new();
+    for (mut child, _) in replicas {
+        let mut stdout = child.stdout.take().unwrap();
+        child.kill().await.unwrap();
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut text)
+            .await
+            .unwrap();
+        for line in text.lines() {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = line["message_id"].as_str().unwrap().to_owned();
+            *printed.entry(id).or_default() += 1;
+        }
+    }
+    for i in 0..events.len() {
+        let id = format!("replica-{i}");
+        assert_eq!(
+            printed.get(&id),
+            Some(&1),
+            "{name}: {id} printed {printed:?}"
+        );
+    }
+    assert_eq!(printed.len(), events.len(), "{name}: {printed:?}");
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_the_axum_example_share_one_redis() {
+    two_replicas_share_one_redis("axum_receiver").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_example_handles_both_dialects_and_both_headers() {
     drive_example_receiver("axum_receiver", None).await;
@@ -349,4 +523,114 @@ async fn spans_carry_kind_id_label_and_outcome_but_never_secrets() {
         "the forged signature was logged"
     );
     assert!(!text.contains(TEST_SECRET), "the secret was logged");
+}
+
+/// In process: any method but POST is 405 with `Allow: POST`, under the layer and from the
+/// standalone extractor (on a route that takes every method), before the body is read (a body
+/// that never ends is not waited for), and the span's outcome says why.
+#[tokio::test(flavor = "current_thread")]
+async fn a_wrong_method_is_405_before_the_body_is_read_in_process() {
+    use axum::body::Body;
+    use axum::http::Method;
+
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let layered = Router::new().route(
+        "/webhook",
+        post(|_: VerifiedEvent| async { StatusCode::OK }).layer(WebhookLayer::new(test_receiver())),
+    );
+    let standalone = Router::new()
+        .route(
+            "/webhook",
+            axum::routing::any(|delivery: WebhookDelivery| async move {
+                delivery.commit().await;
+                StatusCode::OK
+            }),
+        )
+        .with_state(test_receiver());
+    let delivery = message(Dialect::Help, "method-in-process-1");
+    for app in [layered, standalone] {
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT] {
+            // The signed delivery, but a body that never ends: answered without reading it.
+            let mut request =
+                http::Request::new(Body::from_stream(futures_util::stream::pending::<
+                    Result<Bytes, std::io::Error>,
+                >()));
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = "/webhook".parse().unwrap();
+            *request.headers_mut() = delivery.headers();
+            let response =
+                tokio::time::timeout(Duration::from_secs(5), app.clone().oneshot(request))
+                    .await
+                    .expect("answered without reading the body")
+                    .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method}"
+            );
+            assert_eq!(response.headers()["allow"], "POST", "{method}");
+            assert_eq!(response.headers()["content-type"], "application/json");
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            // axum strips the body of an answer to HEAD.
+            let expected: &[u8] = if method == Method::HEAD {
+                b""
+            } else {
+                br#"{"error":"method not allowed"}"#
+            };
+            assert_eq!(&body[..], expected, "{method}");
+        }
+        let response = app
+            .oneshot(delivery.http_request("/webhook"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "POST still works");
+    }
+    let text = logs.text();
+    assert!(
+        text.contains(r#"outcome="method_not_allowed""#),
+        "no outcome in:\n{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|line| line.contains("method_not_allowed") && line.contains("WARN")),
+        "a probe is not a warning:\n{text}"
+    );
+}
+
+/// Under the layer, `WebhookDelivery` takes the delivery the layer admitted (one claim, not
+/// two: the second used to find the first and answer 409), and its settlement is the layer's.
+#[tokio::test]
+async fn the_delivery_extractor_under_the_layer_has_no_settlement_of_its_own() {
+    let app = Router::new()
+        .route(
+            "/webhook",
+            post(|delivery: WebhookDelivery| async move {
+                let (event, settlement) = delivery.into_parts();
+                assert!(settlement.is_none(), "the layer holds the claim");
+                event.message_id().unwrap_or_default().to_owned()
+            })
+            .layer(WebhookLayer::new(test_receiver())),
+        )
+        .with_state(test_receiver());
+    let delivery = message(Dialect::Developer, "layered-parts-1");
+    let response = app
+        .clone()
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1024)
+        .await
+        .unwrap();
+    assert_eq!(&body[..], b"layered-parts-1");
+    let again = app
+        .oneshot(delivery.redelivery().http_request("/webhook"))
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(again.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], br#"{"status":"duplicate"}"#);
 }

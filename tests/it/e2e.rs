@@ -16,7 +16,7 @@ use aisoule_webhooks::test_util::{Delivery, SignatureHeader, test_verifier};
 use aisoule_webhooks::{BodyLimit, Receiver, VerifiedEvent};
 use bytes::Bytes;
 
-use crate::support::DownStore;
+use crate::support::{CapturedLogs, DownStore};
 
 /// The instant every test delivery is stamped with, and the receivers' clock reads: tests
 /// never depend on today's date.
@@ -41,13 +41,28 @@ pub(crate) struct Handled {
 /// By `message_id` prefix: `slow-` waits for [`Recorder::open_gate`]; `sleep-` sleeps for
 /// [`HANDLER_SLEEP`]; `fail-once-` answers 500 on its first call; `panic-once-` panics on its
 /// first call; anything else answers 200. Calls are recorded when they start, and counted
-/// again when they run to their end.
+/// again when they run to their end, or as cancelled when dropped before it.
 #[derive(Clone)]
 pub(crate) struct Recorder {
     handled: Arc<Mutex<Vec<Handled>>>,
     attempts: Arc<Mutex<HashMap<String, u32>>>,
     completed: Arc<Mutex<Vec<String>>>,
+    cancelled: Arc<Mutex<Vec<String>>>,
     gate: Arc<tokio::sync::Semaphore>,
+}
+
+/// Records a handler call as cancelled if it is dropped before it is defused.
+struct CancelGuard {
+    id: Option<String>,
+    cancelled: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.cancelled.lock().unwrap().push(id);
+        }
+    }
 }
 
 /// The `sleep-` handler's run time: the platform's 5 s deadline and 10 s first retry, with a
@@ -60,6 +75,7 @@ impl Default for Recorder {
             handled: Arc::default(),
             attempts: Arc::default(),
             completed: Arc::default(),
+            cancelled: Arc::default(),
             gate: Arc::new(tokio::sync::Semaphore::new(0)),
         }
     }
@@ -81,6 +97,10 @@ impl Recorder {
             secret_label: event.secret_label().to_owned(),
             body,
         });
+        let mut cancel_guard = CancelGuard {
+            id: Some(id.clone()),
+            cancelled: self.cancelled.clone(),
+        };
         if id.starts_with("slow-") {
             self.gate.acquire().await.unwrap().forget();
         }
@@ -92,6 +112,7 @@ impl Recorder {
             "the test handler panics on its first call"
         );
         self.completed.lock().unwrap().push(id.clone());
+        cancel_guard.id = None;
         if id.starts_with("fail-once-") && attempt == 1 {
             return 500;
         }
@@ -101,6 +122,11 @@ impl Recorder {
     /// The `message_id`s of the calls that ran to their end, in order.
     pub(crate) fn completed(&self) -> Vec<String> {
         self.completed.lock().unwrap().clone()
+    }
+
+    /// The `message_id`s of the calls dropped before their end (a cancelled request).
+    pub(crate) fn cancelled(&self) -> Vec<String> {
+        self.cancelled.lock().unwrap().clone()
     }
 
     pub(crate) fn open_gate(&self) {
@@ -116,6 +142,8 @@ impl Recorder {
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     pub(crate) recorder: Recorder,
+    /// What the requests logged from their own tasks (not from a task the lifecycle spawns).
+    pub(crate) logs: CapturedLogs,
 }
 
 impl Server {
@@ -126,15 +154,53 @@ impl Server {
 
 pub(crate) type StartFuture = Pin<Box<dyn Future<Output = SocketAddr> + Send>>;
 
-/// Starts a framework's test server for `receiver`, whose handler calls `recorder`.
-pub(crate) trait Framework {
-    fn start(receiver: Receiver, recorder: Recorder) -> StartFuture;
+/// How a test server's `/webhook` route takes a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// The layer (axum) or middleware (actix-web) around a handler taking `VerifiedEvent`.
+    Wrapped,
+    /// The layer or middleware around a handler taking `WebhookDelivery`, which calls
+    /// `commit()` when it answers 200.
+    WrappedDelivery,
+    /// No layer or middleware: a handler taking `WebhookDelivery` (the receiver from the app
+    /// state), which calls `commit()` when it answers 200.
+    Delivery,
+    /// As [`Route::Delivery`], but the handler never calls `commit()`.
+    DeliveryWithoutCommit,
 }
 
+impl Route {
+    /// Whether the handler calls `commit()` when it answers 200.
+    pub(crate) fn commits(self) -> bool {
+        self != Self::DeliveryWithoutCommit
+    }
+}
+
+/// Starts a framework's test server for `receiver`, whose handler calls `recorder`.
+pub(crate) trait Framework {
+    /// The server with its route shaped as `route`; each request's own task logs to `logs`.
+    fn start_route(
+        receiver: Receiver,
+        recorder: Recorder,
+        route: Route,
+        logs: CapturedLogs,
+    ) -> StartFuture;
+}
+
+/// The server with the layer or middleware around a `VerifiedEvent` handler.
 pub(crate) async fn start<F: Framework>(receiver: Receiver) -> Server {
+    start_route::<F>(receiver, Route::Wrapped).await
+}
+
+pub(crate) async fn start_route<F: Framework>(receiver: Receiver, route: Route) -> Server {
     let recorder = Recorder::default();
-    let addr = F::start(receiver, recorder.clone()).await;
-    Server { addr, recorder }
+    let logs = CapturedLogs::default();
+    let addr = F::start_route(receiver, recorder.clone(), route, logs.clone()).await;
+    Server {
+        addr,
+        recorder,
+        logs,
+    }
 }
 
 pub(crate) fn test_receiver() -> Receiver {
@@ -701,6 +767,208 @@ pub(crate) async fn encoded_bodies_get_one_answer_on_every_framework<F: Framewor
     assert_eq!(server.recorder.handled().len(), 2);
 }
 
+/// Writes `delivery` as a POST over a raw socket and returns the socket without reading the
+/// answer, so that the caller can hang up mid-handler by dropping it.
+async fn send_without_waiting(addr: SocketAddr, delivery: &Delivery) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "POST /webhook HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n",
+        delivery.body().len()
+    );
+    for (name, value) in &delivery.headers() {
+        head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(delivery.body()).await.unwrap();
+    stream
+}
+
+/// Sends `delivery` until it is not answered 409 (well within the 60 s lease), and gives the
+/// last answer: a claim left stuck by an earlier attempt would be 409 every time.
+async fn post_until_not_in_flight(url: &str, delivery: &Delivery) -> (u16, String) {
+    let mut answer = (0, String::new());
+    for _ in 0..200 {
+        answer = post(url, delivery).await;
+        if answer.0 != 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    answer
+}
+
+const DUPLICATE: &str = r#"{"status":"duplicate"}"#;
+
+/// Any method but POST is 405 with `Allow: POST` and the JSON error, whatever it carries (a
+/// valid signature included), and the handler never runs. It is answered before the body is
+/// read: a declared body that never comes does not hold the answer up.
+pub(crate) async fn any_method_but_post_is_405_with_allow_post<F: Framework>() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start::<F>(test_receiver()).await;
+    let delivery = message(Dialect::Help, "method-1");
+    let client = reqwest::Client::new();
+    for method in ["GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"] {
+        let mut request = client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                server.url(),
+            )
+            .body(delivery.body().clone());
+        for (name, value) in &delivery.headers() {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 405, "{method}");
+        assert_eq!(response.headers()["allow"], "POST", "{method}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "{method}"
+        );
+        let expected = if method == "HEAD" {
+            "" // a HEAD answer has no body
+        } else {
+            r#"{"error":"method not allowed"}"#
+        };
+        assert_eq!(response.text().await.unwrap(), expected, "{method}");
+    }
+
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "GET /webhook HTTP/1.1\r\nhost: {}\r\ncontent-length: 1000\r\n\r\n",
+        server.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+        .await
+        .expect("answered without waiting for the declared body")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 405");
+
+    assert!(server.recorder.handled().is_empty());
+    assert_eq!(
+        post(&server.url(), &delivery).await.0,
+        200,
+        "POST still works"
+    );
+}
+
+/// `WebhookDelivery` under the layer or middleware reuses the delivery it admitted instead of
+/// claiming it a second time (which found the layer's own claim: 409 every time); its
+/// `commit()` is a no-op there, as the layer settles the claim by the handler's answer.
+pub(crate) async fn the_delivery_extractor_under_the_layer_reuses_its_admission<F: Framework>() {
+    let server = start_route::<F>(test_receiver(), Route::WrappedDelivery).await;
+    let url = server.url();
+    let delivery = message(Dialect::Developer, "wrapped-delivery-1");
+    assert_eq!(post(&url, &delivery).await, (200, String::new()));
+    assert_eq!(server.recorder.completed(), ["wrapped-delivery-1"]);
+    assert_eq!(
+        post(&url, &delivery.redelivery()).await,
+        (200, DUPLICATE.to_owned())
+    );
+    // The layer settles by the answer: a 500 releases the claim, so the retry runs.
+    let failing = message(Dialect::Help, "fail-once-wrapped-1");
+    assert_eq!(post(&url, &failing).await.0, 500);
+    assert_eq!(
+        post(&url, &failing.redelivery()).await,
+        (200, String::new())
+    );
+    assert_eq!(
+        post(&url, &failing.redelivery()).await,
+        (200, DUPLICATE.to_owned())
+    );
+    assert_eq!(server.recorder.handled().len(), 3);
+}
+
+/// Loss 4 over TCP: a `WebhookDelivery` handler (no layer or middleware) answers 200 but never
+/// calls `commit()`. The claim is released with a warning naming the event, so the redelivery
+/// runs the handler again; one that commits makes its redelivery a duplicate.
+pub(crate) async fn a_forgotten_commit_releases_the_claim_and_warns_naming_the_event<
+    F: Framework,
+>() {
+    let server = start_route::<F>(test_receiver(), Route::DeliveryWithoutCommit).await;
+    let delivery = message(Dialect::Developer, "forgot-1");
+    assert_eq!(post(&server.url(), &delivery).await, (200, String::new()));
+    assert_eq!(
+        post(&server.url(), &delivery.redelivery()).await,
+        (200, String::new()),
+        "released, so the redelivery runs"
+    );
+    assert_eq!(server.recorder.completed(), ["forgot-1", "forgot-1"]);
+    let text = server.logs.text();
+    let warning = text
+        .lines()
+        .find(|line| line.contains("dropped before it was settled"))
+        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("forgot-1"), "{warning}");
+    assert!(warning.contains("message.incoming"), "{warning}");
+
+    let committing = start_route::<F>(test_receiver(), Route::Delivery).await;
+    assert_eq!(
+        post(&committing.url(), &delivery).await,
+        (200, String::new())
+    );
+    assert_eq!(
+        post(&committing.url(), &delivery.redelivery()).await,
+        (200, DUPLICATE.to_owned())
+    );
+    assert!(
+        !committing
+            .logs
+            .text()
+            .contains("dropped before it was settled")
+    );
+}
+
+/// A sender that hangs up while a `WebhookDelivery` handler (no layer or middleware) runs:
+/// the framework may cancel the request, and the handler with it, or let the handler finish
+/// and commit. Either way the claim ends released or committed, never stuck: the retry is
+/// handled again (cancelled: released, with the warning) or a duplicate (committed), and the
+/// event is handled to its end exactly once.
+pub(crate) async fn a_hang_up_mid_handler_on_the_extractor_path_leaves_no_claim_stuck<
+    F: Framework,
+>() {
+    let server = start_route::<F>(test_receiver(), Route::Delivery).await;
+    let delivery = message(Dialect::Help, "slow-hang-up-1");
+    let stream = send_without_waiting(server.addr, &delivery).await;
+    let recorder = server.recorder.clone();
+    eventually("the handler starts", || !recorder.handled().is_empty()).await;
+    drop(stream);
+    // Gives the server time to notice the hang-up and cancel the handler, if it does (axum
+    // does; actix-web lets it run).
+    let mut cancelled = false;
+    for _ in 0..50 {
+        cancelled = !server.recorder.cancelled().is_empty();
+        if cancelled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Lets the first handler finish if it was not cancelled, or the retry's if it was.
+    server.recorder.open_gate();
+    let answer = post_until_not_in_flight(&server.url(), &delivery.redelivery()).await;
+    if cancelled {
+        assert_eq!(answer, (200, String::new()), "released: the retry runs");
+        assert_eq!(server.recorder.handled().len(), 2);
+    } else {
+        assert_eq!(
+            answer,
+            (200, DUPLICATE.to_owned()),
+            "committed by the first"
+        );
+        assert_eq!(server.recorder.handled().len(), 1);
+    }
+    assert_eq!(
+        post(&server.url(), &delivery.redelivery()).await,
+        (200, DUPLICATE.to_owned())
+    );
+    assert_eq!(server.recorder.completed(), ["slow-hang-up-1"]);
+}
+
 /// Generates one `#[tokio::test]` per case for a framework.
 macro_rules! e2e_cases {
     ($framework:ty) => {
@@ -722,6 +990,10 @@ macro_rules! e2e_cases {
             empty_message_ids_never_collide,
             keys_whose_parts_contain_separators_never_collide,
             encoded_bodies_get_one_answer_on_every_framework,
+            any_method_but_post_is_405_with_allow_post,
+            the_delivery_extractor_under_the_layer_reuses_its_admission,
+            a_forgotten_commit_releases_the_claim_and_warns_naming_the_event,
+            a_hang_up_mid_handler_on_the_extractor_path_leaves_no_claim_stuck,
         );
         #[cfg(feature = "redis")]
         e2e_cases!(@cases $framework;

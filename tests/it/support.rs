@@ -86,13 +86,19 @@ pub(crate) struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 impl CapturedLogs {
     pub(crate) fn install(&self) -> tracing::subscriber::DefaultGuard {
+        tracing::dispatcher::set_default(&self.dispatch())
+    }
+
+    /// A subscriber writing here, to set on the futures whose logs are wanted (such as a test
+    /// server's requests, which run on other threads than the test's).
+    pub(crate) fn dispatch(&self) -> tracing::Dispatch {
         let writer = self.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        tracing::Dispatch::new(subscriber)
     }
 
     pub(crate) fn text(&self) -> String {
