@@ -193,7 +193,13 @@ impl ReceiverBuilder {
         self
     }
 
-    /// The clock the replay window reads. Defaults to [`SystemClock`].
+    /// The clock the replay window reads, and the default in-memory deduplicator's leases and
+    /// TTLs. Defaults to [`SystemClock`].
+    ///
+    /// For tests, [`TokioClock`](crate::clock::TokioClock) makes tokio's paused time drive
+    /// both, together with lease renewal and every timer: one clock for the whole receiver. A
+    /// [`deduplicator`](Self::deduplicator) you pass keeps its store's own clock
+    /// ([`MemoryStore::with_clock`](crate::MemoryStore::with_clock)).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -234,7 +240,9 @@ impl ReceiverBuilder {
     /// * [`ConfigError::RetentionShorterThanTolerance`] when the inbox keeps handled rows for
     ///   less time than the replay tolerance: a redelivery after the purge would run again.
     pub fn build(self) -> Result<Receiver, ConfigError> {
-        let deduplicator = self.deduplicator.unwrap_or_default();
+        let deduplicator = self.deduplicator.unwrap_or_else(|| {
+            Deduplicator::new(crate::dedup::MemoryStore::new().with_clock(self.clock.clone()))
+        });
         if self.replay_tolerance.is_zero() {
             return Err(ConfigError::ZeroDuration {
                 setting: "the replay tolerance",

@@ -634,3 +634,45 @@ async fn the_delivery_extractor_under_the_layer_has_no_settlement_of_its_own() {
     let body = axum::body::to_bytes(again.into_body(), 1024).await.unwrap();
     assert_eq!(&body[..], br#"{"status":"duplicate"}"#);
 }
+
+/// One clock for the receiver: the replay window and the default in-memory store's TTL both
+/// follow the receiver's clock, so a test on paused time sees a completed key expire.
+#[tokio::test(start_paused = true)]
+async fn the_receivers_clock_drives_the_default_stores_ttl() {
+    let clock = std::sync::Arc::new(aisoule_webhooks::clock::TokioClock::new());
+    let receiver = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+        .clock(clock)
+        .build()
+        .unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = Router::new().route(
+        "/webhook",
+        post({
+            let calls = calls.clone();
+            move || async move {
+                calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                StatusCode::OK
+            }
+        })
+        .layer(WebhookLayer::new(receiver)),
+    );
+    // The help dialect's contact events carry no timestamp, so only the TTL decides.
+    let contact = Delivery::sample(EventKind::ContactCreated, Dialect::Help).build();
+    let send = || async {
+        app.clone()
+            .oneshot(contact.http_request("/webhook").map(axum::body::Body::new))
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(send().await, StatusCode::OK);
+    assert_eq!(send().await, StatusCode::OK, "a duplicate within the TTL");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    tokio::time::advance(Deduplicator::DEFAULT_TTL + Duration::from_secs(1)).await;
+    assert_eq!(send().await, StatusCode::OK);
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "past the TTL on the receiver's clock, the key is forgotten"
+    );
+}

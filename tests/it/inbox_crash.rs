@@ -26,15 +26,43 @@ const CHILD_INBOX: &str = "AISOULE_CRASH_CHILD_INBOX";
 const CHILD_LOG: &str = "AISOULE_CRASH_CHILD_LOG";
 const CHILD_PORT: &str = "AISOULE_CRASH_CHILD_PORT";
 const CHILD_SCHEMA: &str = "AISOULE_CRASH_CHILD_SCHEMA";
+const CHILD_HANDLER_MS: &str = "AISOULE_CRASH_CHILD_HANDLER_MS";
 
-/// The child process: a receiver in inbox mode on the store `AISOULE_CRASH_CHILD_INBOX` names,
-/// whose handler takes 100 ms and then appends `message_id attempt` to the log file.
+/// Appends `label attempt` to the log and syncs it: the handler's one side effect, which
+/// outlives the process.
+fn log_handled(
+    log: &str,
+    event: &aisoule_webhooks::VerifiedEvent,
+    attempt: u32,
+) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let label = aisoule_webhooks::test_util::simulator::label_of(event);
+    file.write_all(format!("{label} {attempt}\n").as_bytes())?;
+    file.sync_data()
+}
+
+/// The child process: a receiver on the store `AISOULE_CRASH_CHILD_INBOX` names, whose handler
+/// takes `AISOULE_CRASH_CHILD_HANDLER_MS` (100 ms by default) and then logs the event. In inbox
+/// mode for `sqlite:PATH` and `postgres://…`; inline for `memory` and `redis://…`, with a
+/// 600 ms lease (the default 60 s scaled down like the loss matrix's platform).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the crash test's child process; run by the crash test, not on its own"]
 async fn crash_child() {
     let spec = std::env::var(CHILD_INBOX).expect("run by the crash test");
     let log = std::env::var(CHILD_LOG).expect("run by the crash test");
     let port: u16 = std::env::var(CHILD_PORT).unwrap().parse().unwrap();
+    let handler_time = Duration::from_millis(
+        std::env::var(CHILD_HANDLER_MS).map_or(100, |ms| ms.parse().unwrap()),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    if spec == "memory" || spec.starts_with("redis://") {
+        return serve_inline(&spec, log, handler_time, listener).await;
+    }
     let store = open_store(&spec).await;
     let inbox = Inbox::builder_from_arc(store)
         // Short, so the parent's test takes over a killed child's jobs quickly.
@@ -50,24 +78,61 @@ async fn crash_child() {
     let _workers = inbox.start(move |job: Job| {
         let log = log.clone();
         async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)?;
-            let id = job.event().message_id().unwrap_or("");
-            file.write_all(format!("{id} {}\n", job.attempt()).as_bytes())?;
-            file.sync_data()
+            tokio::time::sleep(handler_time).await;
+            log_handled(&log, job.event(), job.attempt())
         }
     });
     let app = Router::new().route(
         "/webhook",
         post(|| async { axum::http::StatusCode::OK }).layer(WebhookLayer::new(receiver)),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+    axum::serve(listener, app).await.unwrap();
+}
+
+/// The inline receiver of [`crash_child`].
+async fn serve_inline(
+    spec: &str,
+    log: String,
+    handler_time: Duration,
+    listener: tokio::net::TcpListener,
+) {
+    let lease = Duration::from_millis(600);
+    let deduplicator = if spec == "memory" {
+        aisoule_webhooks::Deduplicator::in_memory()
+    } else {
+        redis_deduplicator(spec).await
+    };
+    let receiver = Receiver::builder(test_verifier())
+        .deduplicator(deduplicator.with_lease(lease).unwrap())
+        .build()
+        .unwrap();
+    let app = Router::new().route(
+        "/webhook",
+        post(move |event: aisoule_webhooks::VerifiedEvent| async move {
+            tokio::time::sleep(handler_time).await;
+            match log_handled(&log, &event, 1) {
+                Ok(()) => axum::http::StatusCode::OK,
+                Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        })
+        .layer(WebhookLayer::new(receiver)),
+    );
+    axum::serve(listener, app).await.unwrap();
+}
+
+#[cfg(feature = "redis")]
+async fn redis_deduplicator(url: &str) -> aisoule_webhooks::Deduplicator {
+    let store = aisoule_webhooks::dedup::redis::RedisStore::connect(url)
         .await
         .unwrap();
-    axum::serve(listener, app).await.unwrap();
+    aisoule_webhooks::Deduplicator::new(store)
+        .with_namespace(std::env::var(CHILD_SCHEMA).unwrap_or_else(|_| "crash".to_owned()))
+        .unwrap()
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_deduplicator(url: &str) -> aisoule_webhooks::Deduplicator {
+    panic!("{url}: this build has no Redis store")
 }
 
 async fn open_store(spec: &str) -> Arc<dyn InboxStore> {
@@ -88,7 +153,7 @@ async fn open_store(spec: &str) -> Arc<dyn InboxStore> {
     panic!("no store for {spec}")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -96,7 +161,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_child(spec: &str, log: &Path, port: u16) -> tokio::process::Child {
+pub(crate) async fn start_child(spec: &str, log: &Path, port: u16) -> tokio::process::Child {
+    start_child_with(spec, log, port, Duration::from_millis(100)).await
+}
+
+/// Starts [`crash_child`] on `port` and waits until it listens. A PostgreSQL or Redis `spec`
+/// names the child's schema (or key namespace) after a `#`.
+pub(crate) async fn start_child_with(
+    spec: &str,
+    log: &Path,
+    port: u16,
+    handler_time: Duration,
+) -> tokio::process::Child {
     // A PostgreSQL spec names the child's schema after a `#`.
     let (spec, schema) = spec.split_once('#').unwrap_or((spec, ""));
     let child = tokio::process::Command::new(std::env::current_exe().unwrap())
@@ -108,6 +184,7 @@ async fn start_child(spec: &str, log: &Path, port: u16) -> tokio::process::Child
         ])
         .env(CHILD_INBOX, spec)
         .env(CHILD_SCHEMA, schema)
+        .env(CHILD_HANDLER_MS, handler_time.as_millis().to_string())
         .env(CHILD_LOG, log)
         .env(CHILD_PORT, port.to_string())
         .stdout(Stdio::null())
@@ -128,7 +205,7 @@ async fn start_child(spec: &str, log: &Path, port: u16) -> tokio::process::Child
 }
 
 /// `message_id` → the attempts it was handled on, from the child's log.
-fn handled(log: &Path) -> BTreeMap<String, Vec<u32>> {
+pub(crate) fn handled(log: &Path) -> BTreeMap<String, Vec<u32>> {
     let mut handled: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
         let (id, attempt) = line.split_once(' ').expect("`id attempt`");
