@@ -341,7 +341,7 @@ impl Simulator {
     }
 
     /// Offsets every payload timestamp, as a platform whose clock is wrong would.
-    pub fn clock_skew(mut self, skew: ClockSkew) -> Self {
+    pub fn clock_skew(&mut self, skew: ClockSkew) -> &mut Self {
         self.skew = skew;
         self
     }

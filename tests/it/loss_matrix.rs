@@ -16,7 +16,9 @@ use aisoule_webhooks::clock::TokioClock;
 use aisoule_webhooks::dedup::{Deduplicator, IdempotencyStore, MemoryStore};
 use aisoule_webhooks::event::EventKind;
 use aisoule_webhooks::inbox::{Inbox, InboxStore, Job, JobFilter, JobState};
-use aisoule_webhooks::test_util::simulator::{Losses, ScriptedHandler, ServiceTarget, Simulator};
+use aisoule_webhooks::test_util::simulator::{
+    ClockSkew, Losses, ScriptedHandler, ServiceTarget, Simulator,
+};
 use aisoule_webhooks::test_util::test_verifier;
 use aisoule_webhooks::{Receiver, VerifiedEvent};
 use axum::Router;
@@ -165,6 +167,26 @@ fn scenarios() -> Vec<Scenario> {
             },
             redis_outage: None,
             inline_keeps_everything: true,
+        },
+        Scenario {
+            name: "the platform's clock 30 min ahead",
+            handler: ScriptedHandler::new,
+            plan: |sim| {
+                sim.clock_skew(ClockSkew::Ahead(MINUTE * 30));
+                twenty_messages(sim);
+            },
+            redis_outage: None,
+            inline_keeps_everything: true,
+        },
+        Scenario {
+            name: "the platform's clock 2 h behind",
+            handler: ScriptedHandler::new,
+            plan: |sim| {
+                sim.clock_skew(ClockSkew::Behind(HOUR * 2));
+                twenty_messages(sim);
+            },
+            redis_outage: None,
+            inline_keeps_everything: false,
         },
         Scenario {
             name: "Redis down for 2 min",
