@@ -22,10 +22,15 @@ fn typed_view(event: &Event) -> Value {
 }
 
 /// Each fixture under `docs/` and `events/` parses to the value in `expected/<folder>/<name>`.
-/// Set `UPDATE_EXPECTED=1` to rewrite them after an intended change, then review the diff.
+/// Set `UPDATE_EXPECTED=1` to rewrite them after an intended change, then review the diff;
+/// every rewritten file is named on stderr. Any other value is ignored, and CI refuses it.
 #[test]
 fn every_fixture_parses_to_its_expected_typed_value() {
-    let update = std::env::var_os("UPDATE_EXPECTED").is_some();
+    let update = std::env::var("UPDATE_EXPECTED").is_ok_and(|v| v == "1");
+    assert!(
+        !(update && crate::support::under_ci()),
+        "UPDATE_EXPECTED=1 rewrites the expected values; CI must compare against them instead"
+    );
     let mut checked = 0;
     for folder in ["docs", "events"] {
         for (name, body) in fixtures_in(folder) {
@@ -35,7 +40,16 @@ fn every_fixture_parses_to_its_expected_typed_value() {
             if update {
                 std::fs::create_dir_all(expected_path.parent().unwrap()).unwrap();
                 let text = serde_json::to_string_pretty(&actual).unwrap() + "\n";
-                std::fs::write(&expected_path, text).unwrap();
+                let before = std::fs::read_to_string(&expected_path).unwrap_or_default();
+                if before != text {
+                    std::fs::write(&expected_path, &text).unwrap();
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "UPDATE_EXPECTED: rewrote {}",
+                        expected_path.display()
+                    );
+                }
             }
             let expected: Value =
                 serde_json::from_slice(&fixture(&format!("expected/{folder}/{name}")))

@@ -137,7 +137,12 @@ async fn cancel_the_request(at: CancelAt) {
     let delivery = message(Dialect::Help, id);
     let request = tokio::spawn(app.clone().oneshot(delivery.http_request("/webhook")));
     match at {
-        CancelAt::Store(_) => store.parked.notified().await,
+        // Bounded, so that a regression that never reaches the point fails instead of hanging.
+        CancelAt::Store(_) => {
+            tokio::time::timeout(Duration::from_secs(10), store.parked.notified())
+                .await
+                .unwrap_or_else(|_| panic!("{at:?}: the store never reached the point"))
+        }
         CancelAt::Handler => {
             eventually("the handler starts", || !recorder.handled().is_empty()).await
         }

@@ -25,6 +25,8 @@ mod lifecycle;
 mod loss_matrix;
 #[cfg(all(feature = "postgres", feature = "test-util"))]
 mod postgres_server;
+#[cfg(all(feature = "axum", feature = "test-util"))]
+mod promises;
 #[cfg(feature = "redis")]
 mod redis_server;
 mod support;

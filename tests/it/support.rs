@@ -6,6 +6,23 @@ use std::time::Duration;
 use aisoule_webhooks::DedupError;
 use aisoule_webhooks::dedup::{ClaimToken, DedupKey, IdempotencyStore, StoreClaim, StoreFuture};
 
+/// Whether this run is CI's: any non-empty `CI` but `false` or `0`. `.ci/run` sets
+/// `CI=true` itself, so that a missing server can never pass there as a skip.
+pub(crate) fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Says that a test cannot run for want of `what`: a failure under CI, a loud skip elsewhere.
+#[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
+pub(crate) fn skip_or_fail(what: &str) {
+    if under_ci() {
+        panic!("{what}; under CI this is a failure, not a skip");
+    }
+    // Written to the stderr handle, not with eprintln!, so libtest's capture cannot hide it.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
+}
+
 /// The absolute path of a file under `tests/fixtures/`.
 pub(crate) fn fixture_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

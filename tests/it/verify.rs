@@ -426,3 +426,31 @@ proptest! {
         prop_assert_eq!(accepted, digest == real.to_hex().as_bytes());
     }
 }
+
+/// A 71-byte value is the `sha256=` form only when its first seven bytes say so: any other
+/// seven-byte prefix in front of the right digest is refused (case-insensitively, as
+/// documented), so `sha512=` is never read as if it were `sha256=`.
+#[test]
+fn a_prefix_other_than_sha256_is_refused_even_with_the_right_digest() {
+    let body = body();
+    let hex = real_hex(&body);
+    for prefix in ["sha512=", "sha256:", "xxxxxx=", "sha1xx=", "Sha25_="] {
+        let value = format!("{prefix}{hex}");
+        assert_eq!(value.len(), 71);
+        assert!(
+            verify_one(&value, &body).is_err(),
+            "{prefix}<the right digest> must be refused"
+        );
+    }
+    assert!(matches!(
+        verify_one(&format!("sha512={hex}"), &body),
+        Err(VerifyError::UnsupportedAlgorithm { .. })
+    ));
+    for prefix in ["sha256=", "SHA256=", "Sha256="] {
+        assert_eq!(
+            verify_one(&format!("{prefix}{hex}"), &body).as_deref(),
+            Ok("default"),
+            "{prefix} is the documented prefix, in any case"
+        );
+    }
+}
