@@ -11,7 +11,7 @@
 # workers, which run a no-op handler, to drain the queue: every acknowledged delivery must end
 # `done`.
 #
-#   benches/inbox.sh                                  # 2 rounds: 5 s closed loop, 10 s at 2 000/s
+#   benches/inbox.sh                                  # 3 rounds: 5 s closed loop, 10 s at 2 000/s
 #   ROUNDS=3 DURATION=10 RATE=2000 OPEN_DURATION=20 benches/inbox.sh
 #   MODES="inbox-sqlite inline" benches/inbox.sh      # a subset
 #   INBOX_WORKERS=64 benches/inbox.sh                 # the inbox with 64 workers instead of 4
@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds="${ROUNDS:-2}"
+rounds="${ROUNDS:-3}"
 duration="${DURATION:-5}"                 # closed loop, seconds
 connections="${CONNECTIONS:-64}"          # closed loop
 rate="${RATE:-2000}"                      # open loop, requests per second
@@ -176,16 +176,18 @@ drain() { # mode port acked -> "drained seconds rate" : whether every acknowledg
         waited=$(awk -v a="$start" -v b="$now" 'BEGIN {printf "%.1f", b - a}')
         if [ "$pending" = 0 ] && [ "$running" = 0 ]; then break; fi
         if awk -v w="$waited" -v m="$drain_wait" 'BEGIN {exit !(w >= m)}'; then break; fi
+        # After 10 s, give up early when the rate so far cannot drain the rest within the wait.
+        if awk -v w="$waited" -v m="$drain_wait" -v a="$done0" -v b="$done" -v left=$(( pending + running ))             'BEGIN {exit !(w >= 10 && left * w > (m - w) * (b - a))}'; then break; fi
         sleep 0.5
     done
     local per_s
     per_s=$(awk -v a="$done0" -v b="$done" -v w="$waited" 'BEGIN {printf "%.0f", (w > 0 ? (b - a) / w : 0)}')
     if [ "$pending" = 0 ] && [ "$running" = 0 ] && [ "$done" = "$acked" ]; then
-        echo "yes ${waited} ${per_s}"
+        echo "yes_in ${waited} ${per_s}"
     elif [ "$pending" = 0 ] && [ "$running" = 0 ]; then
-        echo "MISMATCH:done=${done},acked=${acked} ${waited} ${per_s}" # shown as is in the table
+        echo "MISMATCH:done=${done},acked=${acked}_after ${waited} ${per_s}"
     else
-        echo "no:$(( pending + running ))_left ${waited} ${per_s}"
+        echo "no:$(( pending + running ))_left_after ${waited} ${per_s}"
     fi
 }
 
@@ -218,7 +220,7 @@ run_mode() { # round mode
         "$c_rate" "$c_p99" "$c_nack" "$c_drained" "$c_wait" "$c_drain_rate" \
         "$(field p50_ms "$out")" "$(field p99_ms "$out")" "$(field max_ms "$out")" "$o_nack" \
         "$o_drained" "$o_wait" "$o_drain_rate" >> "$results"
-    echo "round $round $mode: closed ${c_rate} acks/s (p99 ${c_p99} ms, ${c_nack} not acked, drained: ${c_drained} after ${c_wait}s at ${c_drain_rate}/s); open ${rate}/s: p50 $(field p50_ms "$out") p99 $(field p99_ms "$out") max $(field max_ms "$out") ms, ${o_nack} not acked, drained: ${o_drained} after ${o_wait}s at ${o_drain_rate}/s"
+    echo "round $round $mode: closed ${c_rate} acks/s (p99 ${c_p99} ms, ${c_nack} not acked, drained: ${c_drained//_/ } ${c_wait} s at ${c_drain_rate}/s); open ${rate}/s: p50 $(field p50_ms "$out") p99 $(field p99_ms "$out") max $(field max_ms "$out") ms, ${o_nack} not acked, drained: ${o_drained//_/ } ${o_wait} s at ${o_drain_rate}/s"
 }
 
 for round in $(seq "$rounds"); do
@@ -240,14 +242,15 @@ for mode in "${modes[@]}"; do
     rounds_acks=$(column_of "$mode" 3 | awk '{printf "%s%.0f", (NR > 1 ? " / " : ""), $1}')
     p50=$(column_of "$mode" 9 | median); p99=$(column_of "$mode" 10 | median)
     max=$(column_of "$mode" 11 | sort -g | tail -n1)
+    rounds_p99=$(column_of "$mode" 10 | paste -sd/ | sed 's#/# / #g')
     nack=$(awk -F'\t' -v m="$mode" '$2 == m {n += $5 + $12} END {print n + 0}' "$results")
     if [ "$mode" = inline ]; then
         c_drain="n/a"; o_drain="n/a"
     else
-        c_drain=$(awk -F'\t' -v m="$mode" '$2 == m {d = $6; sub(":", ", ", d); gsub("_", " ", d); printf "%s%s in %s s (%s/s)", (s++ ? "; " : ""), d, $7, $8}' "$results")
-        o_drain=$(awk -F'\t' -v m="$mode" '$2 == m {d = $13; sub(":", ", ", d); gsub("_", " ", d); printf "%s%s in %s s (%s/s)", (s++ ? "; " : ""), d, $14, $15}' "$results")
+        c_drain=$(awk -F'\t' -v m="$mode" '$2 == m {d = $6; sub(":", ", ", d); gsub("_", " ", d); printf "%s%s %s s (%s/s)", (s++ ? "; " : ""), d, $7, $8}' "$results")
+        o_drain=$(awk -F'\t' -v m="$mode" '$2 == m {d = $13; sub(":", ", ", d); gsub("_", " ", d); printf "%s%s %s s (%s/s)", (s++ ? "; " : ""), d, $14, $15}' "$results")
     fi
-    echo "| $mode | $acks ($rounds_acks) | $p50 / $p99 / $max | $nack | $c_drain | $o_drain |"
+    echo "| $mode | $acks ($rounds_acks) | $p50 / $p99 / $max (p99: $rounds_p99) | $nack | $c_drain | $o_drain |"
 done
 echo
-echo "acks/s: median of the rounds (each round in brackets). Latencies: median p50 and p99 of the rounds, and the largest max; measured from each request's scheduled send time. Drained: every acknowledged delivery ended done, how long after the load that took, and the rate the workers drained at meanwhile."
+echo "acks/s: median of the rounds (each round in brackets). Latencies: median p50 and p99 of the rounds (each round's p99 in brackets), and the largest max; measured from each request's scheduled send time. Drained: every acknowledged delivery ended done, how long after the load that took, and the rate the workers drained at meanwhile."
