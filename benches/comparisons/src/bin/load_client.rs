@@ -201,6 +201,26 @@ async fn send(
     Ok(acked)
 }
 
+/// A connection made before the load starts, tried a few times (a loopback connect can fail
+/// while the server's accept queue is full); panics with the last error.
+async fn first_connection(target: &Target) -> SendRequest<Full<Bytes>> {
+    let mut attempts = 0;
+    loop {
+        match connect(target).await {
+            Ok(sender) => return sender,
+            Err(error) if attempts < 50 => {
+                attempts += 1;
+                eprintln!(
+                    "load_client: connecting to {}: {error}; trying again",
+                    target.addr
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => panic!("cannot connect to {}: {error}", target.addr),
+        }
+    }
+}
+
 /// A connection, or after a failure a new one; `None` when none can be made.
 async fn reconnect(target: &Target, tally: &mut Tally) -> Option<SendRequest<Full<Bytes>>> {
     for _ in 0..100 {
@@ -220,11 +240,7 @@ async fn closed_loop(target: Arc<Target>, connections: usize, window: Duration) 
     let exhausted = Arc::new(AtomicBool::new(false));
     let mut senders = Vec::with_capacity(connections);
     for _ in 0..connections {
-        senders.push(
-            connect(&target)
-                .await
-                .expect("the server accepts a connection"),
-        );
+        senders.push(first_connection(&target).await);
     }
     let start = Instant::now();
     let deadline = start + window;
@@ -293,11 +309,7 @@ async fn open_loop(target: Arc<Target>, rate: u64, seconds: u64, connections: us
     );
     let mut senders = Vec::with_capacity(connections);
     for _ in 0..connections {
-        senders.push(
-            connect(&target)
-                .await
-                .expect("the server accepts a connection"),
-        );
+        senders.push(first_connection(&target).await);
     }
     let start = Instant::now() + Duration::from_millis(100);
     let interval = Duration::from_secs(1).as_secs_f64() / rate as f64;
