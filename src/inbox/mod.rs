@@ -96,7 +96,9 @@ pub struct InboxBuilder {
 }
 
 impl InboxBuilder {
-    /// How many handlers run at once, per process. Defaults to 4.
+    /// How many handlers run at once, per process. Defaults to 16: each job costs a claim and
+    /// a completion (two durable writes), so the workers drain a backlog only as fast as that
+    /// many round trips allow; lower it if your handler's own resources are scarce.
     pub fn workers(mut self, workers: usize) -> Self {
         self.config.workers = workers;
         self
@@ -231,7 +233,7 @@ impl Inbox {
             store,
             clock: Arc::new(SystemClock),
             config: InboxConfig {
-                workers: 4,
+                workers: 16,
                 lease: Duration::from_secs(30),
                 handler_timeout: Duration::from_secs(5 * 60),
                 max_attempts: 20,

@@ -192,10 +192,15 @@ async fn dispatch(
             }
         }
         if claimed_all {
-            // There may be more waiting: claim again once a slot frees.
-            tokio::select! {
-                Some(done) = running.join_next() => forget(&mut fences, done),
-                _ = stopped.changed() => {}
+            // There may be more waiting: claim again once a quarter of the slots are free, so
+            // that a backlog is claimed in batches (one store round trip for several jobs)
+            // rather than one job per finished one.
+            let batch = (config.workers / 4).max(1);
+            while slots.available_permits() < batch {
+                tokio::select! {
+                    Some(done) = running.join_next() => forget(&mut fences, done),
+                    _ = stopped.changed() => break,
+                }
             }
             continue;
         }
