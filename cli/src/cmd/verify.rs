@@ -225,10 +225,13 @@ fn diagnose(values: &[&[u8]], body: &[u8], trimmed_secret: &str, secret: &str) -
     let verifier = WebhookSecret::from_bytes(secret.as_bytes())
         .map(Verifier::new)
         .expect("the secret was accepted before");
+    // Each distinct body once, under the first (most likely) explanation.
+    let mut seen: Vec<Vec<u8>> = Vec::new();
     let mut checks: Vec<Check> = variants
         .into_iter()
         .filter_map(|(name, variant, meaning)| {
-            let variant = variant?;
+            let variant = variant.filter(|v| !seen.contains(v))?;
+            seen.push(variant.clone());
             Some(Check {
                 name,
                 matches: verifier
