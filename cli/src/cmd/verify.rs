@@ -44,6 +44,9 @@ pub(crate) struct VerifyArgs {
 struct Check {
     name: &'static str,
     matches: bool,
+    /// What was tried, in a few words.
+    variant: String,
+    /// What a match means, and what to do.
     meaning: String,
 }
 
@@ -120,7 +123,7 @@ pub(crate) fn run(args: VerifyArgs, json_output: bool) -> Result<(), CliError> {
             "error": result.as_ref().err().map(ToString::to_string),
             "signature_headers": header_names,
             "checks": checks.iter().map(|c| json!({
-                "check": c.name, "matches": c.matches, "meaning": c.meaning,
+                "check": c.name, "matches": c.matches, "variant": c.variant, "meaning": c.meaning,
             })).collect::<Vec<_>>(),
             "notes": notes,
             "event": event,
@@ -132,10 +135,15 @@ pub(crate) fn run(args: VerifyArgs, json_output: bool) -> Result<(), CliError> {
             Err(error) => println!("✗ signature does not match: {error}"),
         }
         for check in checks.iter().filter(|c| c.matches) {
-            println!("  ✓ but it matches {}", check.meaning);
+            println!("  ✓ but it matches {}: {}", check.variant, check.meaning);
         }
-        for check in checks.iter().filter(|c| !c.matches) {
-            println!("  · not {}", check.meaning);
+        let tried: Vec<&str> = checks
+            .iter()
+            .filter(|c| !c.matches)
+            .map(|c| c.variant.as_str())
+            .collect();
+        if !tried.is_empty() {
+            println!("  · no match for {}", tried.join("; "));
         }
         for note in &notes {
             println!("  note: {note}");
@@ -158,7 +166,7 @@ fn is_signature_header(name: &str) -> bool {
 
 /// Tries the usual accidents, one at a time, against the same signature values.
 fn diagnose(values: &[&[u8]], body: &[u8], trimmed_secret: &str, secret: &str) -> Vec<Check> {
-    let mut variants: Vec<(&'static str, Option<Vec<u8>>, String)> = Vec::new();
+    let mut variants: Vec<(&'static str, Option<Vec<u8>>, &'static str, String)> = Vec::new();
     let stripped = body
         .strip_suffix(b"\r\n")
         .or_else(|| body.strip_suffix(b"\n"))
@@ -166,14 +174,16 @@ fn diagnose(values: &[&[u8]], body: &[u8], trimmed_secret: &str, secret: &str) -
     variants.push((
         "trailing_newline_stripped",
         stripped,
-        "the body without its trailing newline (an editor or `echo` added one)".to_owned(),
+        "the body without its trailing newline",
+        "an editor or `echo` added the newline after signing".to_owned(),
     ));
     let mut added = body.to_vec();
     added.push(b'\n');
     variants.push((
         "trailing_newline_added",
         Some(added),
-        "the body with a trailing newline (the capture dropped one)".to_owned(),
+        "the body with a trailing newline",
+        "the capture dropped the body's last newline".to_owned(),
     ));
     if body.contains(&b'\r') {
         let lf: Vec<u8> = String::from_utf8_lossy(body)
@@ -182,7 +192,8 @@ fn diagnose(values: &[&[u8]], body: &[u8], trimmed_secret: &str, secret: &str) -
         variants.push((
             "crlf_to_lf",
             Some(lf),
-            "the body with CRLF line ends turned into LF".to_owned(),
+            "the body with LF line ends",
+            "something turned the body's LF line ends into CRLF".to_owned(),
         ));
     }
     for (name, layout, meaning) in [
@@ -211,7 +222,10 @@ fn diagnose(values: &[&[u8]], body: &[u8], trimmed_secret: &str, secret: &str) -
         variants.push((
             name,
             variant,
-            format!("{meaning}: the body you checked was re-formatted after it was signed; verify the raw bytes, before any JSON parsing"),
+            meaning,
+            "the body you checked was re-formatted after it was signed; verify the raw bytes, \
+             before any JSON parsing"
+                .to_owned(),
         ));
     }
     if let Ok(value) = serde_json::from_slice::<Value>(body) {
@@ -219,7 +233,9 @@ fn diagnose(values: &[&[u8]], body: &[u8], trimmed_secret: &str, secret: &str) -
         variants.push((
             "reserialised_sorted",
             sorted,
-            "the body re-serialised compactly with sorted keys: it was parsed and re-encoded after it was signed".to_owned(),
+            "the body re-serialised with sorted keys",
+            "the body was parsed and re-encoded after it was signed; verify the raw bytes"
+                .to_owned(),
         ));
     }
     let verifier = WebhookSecret::from_bytes(secret.as_bytes())
@@ -229,14 +245,15 @@ fn diagnose(values: &[&[u8]], body: &[u8], trimmed_secret: &str, secret: &str) -
     let mut seen: Vec<Vec<u8>> = Vec::new();
     let mut checks: Vec<Check> = variants
         .into_iter()
-        .filter_map(|(name, variant, meaning)| {
-            let variant = variant.filter(|v| !seen.contains(v))?;
-            seen.push(variant.clone());
+        .filter_map(|(name, bytes, variant, meaning)| {
+            let bytes = bytes.filter(|v| !seen.contains(v))?;
+            seen.push(bytes.clone());
             Some(Check {
                 name,
                 matches: verifier
-                    .verify_values(values.iter().copied(), &variant)
+                    .verify_values(values.iter().copied(), &bytes)
                     .is_ok(),
+                variant: variant.to_owned(),
                 meaning,
             })
         })
@@ -247,8 +264,9 @@ fn diagnose(values: &[&[u8]], body: &[u8], trimmed_secret: &str, secret: &str) -
             checks.push(Check {
                 name: "secret_trimmed",
                 matches: trimmed.verify_values(values.iter().copied(), body).is_ok(),
-                meaning: "with the secret's surrounding whitespace removed: a newline or space \
-                          came with it from a file or an environment variable"
+                variant: "the secret without its surrounding whitespace".to_owned(),
+                meaning: "a newline or space came with the secret from a file or an \
+                          environment variable; remove it"
                     .to_owned(),
             });
         }
