@@ -159,6 +159,25 @@ fn send_retries_like_the_platform_and_errors_are_one_line() {
     );
     assert_eq!(failing.json_lines(4).len(), 4);
 
+    // The docs' own sample is months old: refused as stale, and listen says why.
+    let plain = listen(dir.path(), &[]);
+    let docs = dir.path().join("docs.json");
+    std::fs::write(
+        &docs,
+        r#"{"event":"message.received","timestamp":1780369298,"data":{"message_id":"msg_90a82b7194689c1","sender":"918856879188","type":"text","body":"Hi"}}"#,
+    )
+    .unwrap();
+    let output = run(tool(dir.path())
+        .args(["--json", "send", &plain.url, "--body"])
+        .arg(&docs));
+    assert_eq!(json_line(&output)["attempts"][0]["status"], 400);
+    let seen = plain.json_lines(1);
+    assert!(
+        seen[0]["reason"].as_str().unwrap().starts_with("stale: "),
+        "{}",
+        seen[0]
+    );
+
     for (args, expected) in [
         (
             &["send", "http://127.0.0.1:9/webhook"][..],
