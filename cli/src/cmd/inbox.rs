@@ -24,7 +24,12 @@ Examples:
   aisoule-webhooks inbox --store postgres://app@127.0.0.1/app purge --older-than 7d")]
 pub(crate) struct InboxArgs {
     /// The inbox: a SQLite file (`inbox.db` or `sqlite:inbox.db`) or a `postgres://` URL.
-    #[arg(long, env = "AISOULE_INBOX", value_name = "STORE")]
+    #[arg(
+        long,
+        env = "AISOULE_INBOX",
+        hide_env_values = true,
+        value_name = "STORE"
+    )]
     store: String,
     #[command(subcommand)]
     command: InboxCommand,
