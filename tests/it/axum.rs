@@ -464,6 +464,17 @@ async fn the_axum_example_in_inbox_mode_prints_the_same_lines_from_its_workers()
     drive_example_receiver("axum_receiver", Some(&inbox)).await;
 }
 
+/// `AISOULE_INBOX=postgres://…`: the same contract on PostgreSQL. The only test on the shared
+/// server's default schema, which the example's inbox uses.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_in_inbox_mode_on_postgresql_prints_the_same_lines() {
+    let Some(server) = crate::postgres_server::PostgresServer::shared() else {
+        return;
+    };
+    drive_example_receiver("axum_receiver", Some(&server.url())).await;
+}
+
 #[tokio::test]
 async fn the_axum_example_refuses_to_start_without_a_secret() {
     let output = tokio::process::Command::new(example_binary("axum_receiver"))
