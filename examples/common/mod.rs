@@ -3,10 +3,29 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use aisoule_webhooks::inbox::Inbox;
 use aisoule_webhooks::{Deduplicator, Receiver, VerifiedEvent, Verifier, WebhookSecret};
 use serde_json::{Map, Value, json};
+
+/// How long a client may take to send a request head, from connecting (or from the end of the
+/// previous answer on a kept-alive connection) to its blank line. Below the platform's 5 s
+/// delivery timeout: a head not read by then leaves no time for the body and the handler, so
+/// it is no delivery the platform still waits for. The platform sends its head in one write.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How long a request may take from its head to the answer: a stalled or trickled body gets
+/// 408 and is never handled. Above the slowest legitimate delivery (a 1 MiB body through a
+/// proxy takes well under a second on loopback, and the platform gives up at 5 s): by 10 s no
+/// client is waiting for the answer. A handler still running then runs on and settles its
+/// claim; only the answer is 408.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an idle kept-alive connection stays open. Short, since the platform opens a new
+/// connection per delivery; a proxy that pools upstream connections must close its own idle
+/// ones sooner (see the README's "Deploying"), or it may send onto one being closed here.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The example's settings, from `AISOULE_WEBHOOK_SECRET`, `AISOULE_WEBHOOK_SECRET_PREVIOUS`,
 /// `AISOULE_REDIS_URL`, `AISOULE_INBOX` and `PORT`.

@@ -20,6 +20,8 @@ mod inbox_postgres;
 #[cfg(all(feature = "sqlite", feature = "test-util"))]
 mod inbox_sqlite;
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod internet;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod lifecycle;
 #[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
 mod loss_matrix;
