@@ -20,12 +20,16 @@ use std::process::ExitCode;
 use aisoule_webhooks::VerifiedEvent;
 use aisoule_webhooks::axum::{InboxHandler, WebhookLayer};
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
 use tower_http::timeout::TimeoutLayer;
 
 async fn handle(event: VerifiedEvent) -> StatusCode {
@@ -111,7 +115,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Resul
     let graceful = GracefulShutdown::new();
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 // A failed accept (say, out of file descriptors) stops this connection only.
@@ -123,7 +127,15 @@ async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Resul
             },
             _ = &mut ctrl_c => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        // What `into_make_service_with_connect_info` gives: the peer, for each delivery's
+        // `client` in the logs.
+        let app = app
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let service = TowerToHyperService::new(app);
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();

@@ -2,10 +2,12 @@
 //! printed for each handled event. One contract, so a script that drives one drives the other.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use aisoule_webhooks::inbox::Inbox;
+use aisoule_webhooks::receiver::ForwardedHeader;
 use aisoule_webhooks::{Deduplicator, Receiver, VerifiedEvent, Verifier, WebhookSecret};
 use serde_json::{Map, Value, json};
 
@@ -28,12 +30,15 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The example's settings, from `AISOULE_WEBHOOK_SECRET`, `AISOULE_WEBHOOK_SECRET_PREVIOUS`,
-/// `AISOULE_REDIS_URL`, `AISOULE_INBOX` and `PORT`.
+/// `AISOULE_REDIS_URL`, `AISOULE_INBOX`, `PORT`, and `AISOULE_TRUSTED_PROXIES` (proxy
+/// addresses, comma-separated) with `AISOULE_FORWARDED_HEADER` (`x-forwarded-for`, the
+/// default, or `forwarded`).
 pub(crate) struct Settings {
     pub(crate) verifier: Verifier,
     pub(crate) redis_url: Option<String>,
     pub(crate) inbox: Option<String>,
     pub(crate) port: u16,
+    pub(crate) trusted_proxies: Option<(ForwardedHeader, Vec<IpAddr>)>,
 }
 
 /// The receiver, and in inbox mode the inbox whose workers run the handler.
@@ -81,6 +86,9 @@ impl Settings {
             }
         };
         let mut builder = Receiver::builder(self.verifier).deduplicator(deduplicator);
+        if let Some((header, proxies)) = self.trusted_proxies {
+            builder = builder.trusted_proxies(header, proxies);
+        }
         if let Some(inbox) = &inbox {
             builder = builder.inbox(inbox.clone());
         }
@@ -197,11 +205,36 @@ fn settings_from_env() -> Result<Settings, String> {
     let inbox = std::env::var("AISOULE_INBOX")
         .ok()
         .filter(|v| !v.is_empty());
+    let trusted_proxies = match std::env::var("AISOULE_TRUSTED_PROXIES") {
+        Ok(list) if !list.trim().is_empty() => {
+            let header = match std::env::var("AISOULE_FORWARDED_HEADER").as_deref() {
+                Err(_) | Ok("x-forwarded-for") => ForwardedHeader::XForwardedFor,
+                Ok("forwarded") => ForwardedHeader::Forwarded,
+                Ok(other) => {
+                    return Err(format!(
+                        "AISOULE_FORWARDED_HEADER={other:?}: expected `x-forwarded-for` or \
+                         `forwarded`"
+                    ));
+                }
+            };
+            let proxies = list
+                .split(',')
+                .map(|ip| {
+                    ip.trim()
+                        .parse()
+                        .map_err(|_| format!("AISOULE_TRUSTED_PROXIES: {ip:?} is not an address"))
+                })
+                .collect::<Result<_, _>>()?;
+            Some((header, proxies))
+        }
+        _ => None,
+    };
     Ok(Settings {
         verifier,
         redis_url,
         inbox,
         port,
+        trusted_proxies,
     })
 }
 

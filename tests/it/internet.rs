@@ -237,3 +237,156 @@ async fn the_axum_example_serves_http1_and_h2c() {
 async fn the_actix_example_serves_http1_and_h2c() {
     both_http_versions_are_served("actix_receiver").await;
 }
+
+/// The `delivery admitted` log line of the delivery `message_id`, from `logs`.
+fn admitted_line<'a>(logs: &'a str, message_id: &str) -> &'a str {
+    let id = format!(r#"message_id="{message_id}""#);
+    logs.lines()
+        .find(|line| line.contains(&id) && line.contains("delivery admitted"))
+        .unwrap_or_else(|| panic!("no admitted line for {message_id} in:\n{logs}"))
+}
+
+/// In process, under the axum layer: the client is the socket peer unless the peer is a
+/// trusted proxy; then the rightmost untrusted hop of the one forwarded header named. A
+/// forwarded header is never read by default, nor from an untrusted peer.
+#[tokio::test(flavor = "current_thread")]
+async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
+    use aisoule_webhooks::Receiver;
+    use aisoule_webhooks::axum::WebhookLayer;
+    use aisoule_webhooks::receiver::ForwardedHeader;
+    use aisoule_webhooks::test_util::test_verifier;
+    use axum::extract::ConnectInfo;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    let logs = crate::support::CapturedLogs::default();
+    let _guard = logs.install();
+    let send = |receiver: Receiver, id: &'static str, peer: &str, headers: &[(&str, &str)]| {
+        let mut request = delivery(id).http_request("/webhook");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let app = axum::Router::new().route(
+            "/webhook",
+            post(|_: aisoule_webhooks::VerifiedEvent| async { StatusCode::OK })
+                .layer(WebhookLayer::new(receiver)),
+        );
+        async move {
+            let answer = app.oneshot(request).await.unwrap();
+            assert_eq!(answer.status(), StatusCode::OK, "{id}");
+        }
+    };
+    let by_default = Receiver::new(test_verifier());
+    let local = || ["127.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+    let xff = Receiver::builder(test_verifier())
+        .trusted_proxies(ForwardedHeader::XForwardedFor, local())
+        .build()
+        .unwrap();
+    let forwarded = Receiver::builder(test_verifier())
+        .trusted_proxies(ForwardedHeader::Forwarded, local())
+        .build()
+        .unwrap();
+    let spoofed: &[(&str, &str)] = &[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")];
+    send(by_default, "default", "127.0.0.1:50000", spoofed).await;
+    send(xff.clone(), "untrusted-peer", "198.51.100.7:50000", spoofed).await;
+    send(xff.clone(), "no-header", "127.0.0.1:50000", &[]).await;
+    send(
+        xff.clone(),
+        "two-proxies",
+        "[::ffff:127.0.0.1]:50000",
+        &[
+            ("x-forwarded-for", "6.6.6.6, 198.51.100.7"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("forwarded", "for=6.6.6.6"),
+        ],
+    )
+    .await;
+    send(
+        forwarded.clone(),
+        "rfc7239",
+        "127.0.0.1:50000",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            (
+                "forwarded",
+                r#"for="[2001:db8::1]:4711";proto=https, For=10.0.0.2"#,
+            ),
+        ],
+    )
+    .await;
+    send(
+        forwarded,
+        "unknown-hop",
+        "127.0.0.1:50000",
+        &[("forwarded", "for=6.6.6.6, for=unknown, for=10.0.0.2")],
+    )
+    .await;
+
+    let text = logs.text();
+    for (id, client) in [
+        ("default", "127.0.0.1"),
+        ("untrusted-peer", "198.51.100.7"),
+        ("no-header", "127.0.0.1"),
+        ("two-proxies", "198.51.100.7"),
+        ("rfc7239", "2001:db8::1"),
+        ("unknown-hop", "10.0.0.2"),
+    ] {
+        let line = admitted_line(&text, id);
+        assert!(line.contains(&format!("client={client} ")), "{id}: {line}");
+    }
+    assert!(!text.contains("client=6.6.6.6"), "{text}");
+}
+
+/// Over TCP, each example's log lines about a delivery name its client: the socket peer, or
+/// with `AISOULE_TRUSTED_PROXIES` the address the trusted proxy forwarded.
+async fn the_example_logs_the_client(name: &str) {
+    for (env, forwarded_for, expected) in [
+        (&[][..], "6.6.6.6", "127.0.0.1"),
+        (
+            &[("AISOULE_TRUSTED_PROXIES", "127.0.0.1,::1")][..],
+            "198.51.100.7",
+            "198.51.100.7",
+        ),
+    ] {
+        let example = Example::start(name, env).await;
+        let sent = delivery("logged");
+        let client = reqwest::Client::new();
+        for _ in 0..2 {
+            let mut request = client
+                .post(example.url())
+                .header("x-forwarded-for", forwarded_for)
+                .body(sent.body().clone());
+            for (header, value) in sent.headers().iter() {
+                request = request.header(header.as_str(), value.as_bytes());
+            }
+            assert_eq!(request.send().await.unwrap().status().as_u16(), 200);
+        }
+        let (_, logs) = example.stop().await;
+        // The redelivery is logged at info, as a duplicate.
+        let line = logs
+            .lines()
+            .find(|line| line.contains("duplicate delivery"))
+            .unwrap_or_else(|| panic!("{name}: no duplicate line in:\n{logs}"));
+        assert!(
+            line.contains(&format!("client={expected} ")),
+            "{name}: {line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_logs_the_client() {
+    the_example_logs_the_client("axum_receiver").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actix_example_logs_the_client() {
+    the_example_logs_the_client("actix_receiver").await;
+}
