@@ -27,6 +27,8 @@ mod lifecycle;
 mod loss_matrix;
 #[cfg(all(feature = "postgres", feature = "test-util"))]
 mod postgres_server;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod proxies;
 #[cfg(feature = "redis")]
 mod redis_server;
 mod support;
