@@ -87,6 +87,8 @@ enum Stall {
     Head,
     /// A whole signed head and a tenth of its body.
     Body,
+    /// A whole request (for `/health`), then nothing: an idle kept-alive connection.
+    Idle,
 }
 
 /// Opens a connection, sends the first part of a request for `delivery`, and stops.
@@ -100,6 +102,7 @@ async fn stalled(addr: SocketAddr, stall: Stall, delivery: &Delivery) -> TcpStre
     )
     .into_bytes();
     let sent = match stall {
+        Stall::Idle => format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes(),
         Stall::Head => {
             head.truncate(head.len() / 2);
             head
@@ -132,9 +135,9 @@ async fn closed_within(mut stream: TcpStream, within: Duration) -> Option<String
         .map(|()| String::from_utf8_lossy(&answer).into_owned())
 }
 
-/// 16 connections stalled mid-head and mid-body are all closed within a bounded time, each
-/// stalled body with 408, while a real delivery sent meanwhile is answered at once; nothing
-/// but the real delivery is handled.
+/// 16 connections stalled mid-head and mid-body, and two idle kept-alive ones, are all closed
+/// within a bounded time, each stalled body with 408, while a real delivery sent meanwhile is
+/// answered at once; nothing but the real delivery is handled.
 async fn stalled_connections_are_closed(name: &str) {
     // The examples' header timeout is 4 s and their request deadline 10 s.
     const BOUND: Duration = Duration::from_secs(20);
@@ -143,6 +146,10 @@ async fn stalled_connections_are_closed(name: &str) {
     let mut connections = Vec::new();
     for i in 0..16 {
         let stall = if i % 2 == 0 { Stall::Head } else { Stall::Body };
+        connections.push((stall, stalled(example.addr, stall, &stalled_delivery).await));
+    }
+    for _ in 0..2 {
+        let stall = Stall::Idle;
         connections.push((stall, stalled(example.addr, stall, &stalled_delivery).await));
     }
 
@@ -170,6 +177,7 @@ async fn stalled_connections_are_closed(name: &str) {
                 "{name}: {answer}"
             ),
             Stall::Body => assert!(answer.starts_with("HTTP/1.1 408"), "{name}: {answer}"),
+            Stall::Idle => assert!(answer.starts_with("HTTP/1.1 200"), "{name}: {answer}"),
         }
     }
 
