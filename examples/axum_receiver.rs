@@ -20,8 +20,17 @@ use std::process::ExitCode;
 use aisoule_webhooks::VerifiedEvent;
 use aisoule_webhooks::axum::{InboxHandler, WebhookLayer};
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
+use tower_http::timeout::TimeoutLayer;
 
 async fn handle(event: VerifiedEvent) -> StatusCode {
     match common::print_handled(&event) {
@@ -63,12 +72,13 @@ async fn main() -> ExitCode {
         "listening on http://{}/webhook",
         listener.local_addr().expect("bound")
     );
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // A stalled or trickled body ends with 408 and is never handled. It also bounds a slow
+    // handler's answer, but the handler runs on to completion and settles its claim.
+    let app = app.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        common::REQUEST_TIMEOUT,
+    ));
+    let served = serve(listener, app).await;
     if let Some(workers) = workers {
         // Running handlers get 10 s to finish; the rest go back to the inbox.
         workers.shutdown(std::time::Duration::from_secs(10)).await;
@@ -80,4 +90,61 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Serves `app` on `listener`, HTTP/1.1 and HTTP/2 cleartext (h2c, prior knowledge) side by
+/// side, until Ctrl-C; then lets open connections finish.
+///
+/// `axum::serve` would do, but it has no header read timeout and speaks HTTP/1.1 only: this is
+/// the same hyper connection builder it uses, with both set. TLS is the proxy's job (see the
+/// README's "Deploying").
+async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // hyper starts this timer whenever it waits for a request head, so on HTTP/1.1 it is
+        // also the idle keep-alive timeout.
+        .header_read_timeout(common::HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // Pings an idle HTTP/2 connection and closes it when the ping goes unanswered.
+        .keep_alive_interval(common::IDLE_TIMEOUT)
+        .keep_alive_timeout(common::HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // A failed accept (say, out of file descriptors) stops this connection only.
+                Err(e) => {
+                    eprintln!("warning: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut ctrl_c => break,
+        };
+        // What `into_make_service_with_connect_info` gives: the peer, for each delivery's
+        // `client` in the logs.
+        let app = app
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let service = TowerToHyperService::new(app);
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that hangs up or times out ends its connection; nothing to report.
+            let _ = connection.await;
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -218,7 +218,12 @@ where
         let lifecycle = async move {
             let payload = body(request.take_payload());
             let admitted = match receiver
-                .admit_request(request.method().as_str(), request.headers(), payload)
+                .admit_request(
+                    request.method().as_str(),
+                    request.headers(),
+                    request.peer_addr().map(|address| address.ip()),
+                    payload,
+                )
                 .await
             {
                 Ok(admitted) => admitted,
@@ -324,7 +329,12 @@ impl FromRequest for WebhookDelivery {
         let request = request.clone();
         Box::pin(async move {
             let (event, settlement) = receiver
-                .admit_request(request.method().as_str(), request.headers(), body(payload))
+                .admit_request(
+                    request.method().as_str(),
+                    request.headers(),
+                    request.peer_addr().map(|address| address.ip()),
+                    body(payload),
+                )
                 .instrument(delivery_span())
                 .await
                 .map_err(AnswerError)?

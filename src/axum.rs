@@ -45,13 +45,20 @@
 //!
 //! A gzip- or deflate-encoded body is decoded and the decoded bytes are verified, as on
 //! actix-web; the inner service gets them without `Content-Encoding`.
+//!
+//! Serve the app with `into_make_service_with_connect_info::<SocketAddr>()` so that each
+//! delivery's span and log lines name its client (`client`); behind proxies, see
+//! [`ReceiverBuilder::trusted_proxies`](crate::receiver::ReceiverBuilder::trusted_proxies).
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::extract::{
+    ConnectInfo, FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request,
+};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
@@ -99,6 +106,15 @@ impl RequestHeaders for HeaderMap {
     fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
         self.get_all(name).into_iter().map(HeaderValue::as_bytes)
     }
+}
+
+/// The socket peer, which axum gives handlers when the app is served with
+/// `into_make_service_with_connect_info::<SocketAddr>()`.
+fn peer(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.ip())
 }
 
 /// A tower [`Layer`] that runs the delivery lifecycle around the service it wraps: read,
@@ -173,7 +189,7 @@ where
         let lifecycle = async move {
             let (mut parts, body) = request.into_parts();
             let admitted = match receiver
-                .admit_request(parts.method.as_str(), &parts.headers, body)
+                .admit_request(parts.method.as_str(), &parts.headers, peer(&parts), body)
                 .await
             {
                 Ok(admitted) => admitted,
@@ -279,7 +295,7 @@ where
         let receiver = Receiver::from_ref(state);
         let (parts, body) = request.into_parts();
         let (event, settlement) = receiver
-            .admit_request(parts.method.as_str(), &parts.headers, body)
+            .admit_request(parts.method.as_str(), &parts.headers, peer(&parts), body)
             .instrument(delivery_span())
             .await?
             .into_parts();

@@ -2,19 +2,43 @@
 //! printed for each handled event. One contract, so a script that drives one drives the other.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use aisoule_webhooks::inbox::Inbox;
+use aisoule_webhooks::receiver::ForwardedHeader;
 use aisoule_webhooks::{Deduplicator, Receiver, VerifiedEvent, Verifier, WebhookSecret};
 use serde_json::{Map, Value, json};
 
+/// How long a client may take to send a request head, from connecting (or from the end of the
+/// previous answer on a kept-alive connection) to its blank line. Below the platform's 5 s
+/// delivery timeout: a head not read by then leaves no time for the body and the handler, so
+/// it is no delivery the platform still waits for. The platform sends its head in one write.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How long a request may take from its head to the answer: a stalled or trickled body gets
+/// 408 and is never handled. Above the slowest legitimate delivery (a 1 MiB body through a
+/// proxy takes well under a second on loopback, and the platform gives up at 5 s): by 10 s no
+/// client is waiting for the answer. A handler still running then runs on and settles its
+/// claim; only the answer is 408.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an idle kept-alive connection stays open. Short, since the platform opens a new
+/// connection per delivery; a proxy that pools upstream connections must close its own idle
+/// ones sooner (see the README's "Deploying"), or it may send onto one being closed here.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// The example's settings, from `AISOULE_WEBHOOK_SECRET`, `AISOULE_WEBHOOK_SECRET_PREVIOUS`,
-/// `AISOULE_REDIS_URL`, `AISOULE_INBOX` and `PORT`.
+/// `AISOULE_REDIS_URL`, `AISOULE_INBOX`, `PORT`, and `AISOULE_TRUSTED_PROXIES` (proxy
+/// addresses, comma-separated) with `AISOULE_FORWARDED_HEADER` (`x-forwarded-for`, the
+/// default, or `forwarded`).
 pub(crate) struct Settings {
     pub(crate) verifier: Verifier,
     pub(crate) redis_url: Option<String>,
     pub(crate) inbox: Option<String>,
     pub(crate) port: u16,
+    pub(crate) trusted_proxies: Option<(ForwardedHeader, Vec<IpAddr>)>,
 }
 
 /// The receiver, and in inbox mode the inbox whose workers run the handler.
@@ -62,6 +86,9 @@ impl Settings {
             }
         };
         let mut builder = Receiver::builder(self.verifier).deduplicator(deduplicator);
+        if let Some((header, proxies)) = self.trusted_proxies {
+            builder = builder.trusted_proxies(header, proxies);
+        }
         if let Some(inbox) = &inbox {
             builder = builder.inbox(inbox.clone());
         }
@@ -178,11 +205,36 @@ fn settings_from_env() -> Result<Settings, String> {
     let inbox = std::env::var("AISOULE_INBOX")
         .ok()
         .filter(|v| !v.is_empty());
+    let trusted_proxies = match std::env::var("AISOULE_TRUSTED_PROXIES") {
+        Ok(list) if !list.trim().is_empty() => {
+            let header = match std::env::var("AISOULE_FORWARDED_HEADER").as_deref() {
+                Err(_) | Ok("x-forwarded-for") => ForwardedHeader::XForwardedFor,
+                Ok("forwarded") => ForwardedHeader::Forwarded,
+                Ok(other) => {
+                    return Err(format!(
+                        "AISOULE_FORWARDED_HEADER={other:?}: expected `x-forwarded-for` or \
+                         `forwarded`"
+                    ));
+                }
+            };
+            let proxies = list
+                .split(',')
+                .map(|ip| {
+                    ip.trim()
+                        .parse()
+                        .map_err(|_| format!("AISOULE_TRUSTED_PROXIES: {ip:?} is not an address"))
+                })
+                .collect::<Result<_, _>>()?;
+            Some((header, proxies))
+        }
+        _ => None,
+    };
     Ok(Settings {
         verifier,
         redis_url,
         inbox,
         port,
+        trusted_proxies,
     })
 }
 

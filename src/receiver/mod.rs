@@ -22,6 +22,7 @@
 //! ```
 
 use std::fmt;
+use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,11 +38,14 @@ use crate::inbox::{Inbox, Inserted, JobId, NewDelivery};
 use crate::verify::{SIGNATURE_HEADER_NAMES, Verifier};
 
 mod body;
+mod client;
 mod lifecycle;
 mod rejection;
 
 pub use body::BodyLimit;
 pub(crate) use body::{BoxError, ContentEncoding};
+pub use client::ForwardedHeader;
+use client::TrustedProxies;
 pub use lifecycle::{Admitted, Settlement};
 pub use rejection::{Answer, MissingReceiver, Rejection};
 
@@ -129,6 +133,7 @@ struct Inner {
     slow_handler_warning: Duration,
     refuse_unreadable_timestamps: bool,
     inbox: Option<Inbox>,
+    trusted_proxies: Option<TrustedProxies>,
 }
 
 impl fmt::Debug for Receiver {
@@ -145,6 +150,7 @@ impl fmt::Debug for Receiver {
                 &self.inner.refuse_unreadable_timestamps,
             )
             .field("inbox", &self.inner.inbox)
+            .field("trusted_proxies", &self.inner.trusted_proxies)
             .finish()
     }
 }
@@ -161,6 +167,7 @@ pub struct ReceiverBuilder {
     slow_handler_warning: Option<Duration>,
     refuse_unreadable_timestamps: bool,
     inbox: Option<Inbox>,
+    trusted_proxies: Option<TrustedProxies>,
 }
 
 impl ReceiverBuilder {
@@ -228,6 +235,32 @@ impl ReceiverBuilder {
         self
     }
 
+    /// Names each delivery's client by the address that `proxies` forward in `header`,
+    /// instead of by the socket peer, for requests whose peer is one of `proxies` (compared
+    /// exactly; IPv4-mapped IPv6 peers as IPv4). The client is the rightmost address in the
+    /// header that is not one of `proxies`. Defaults to none: every delivery's client is its
+    /// socket peer, and no forwarded header is read.
+    ///
+    /// The client is recorded as `client` on each delivery's span, so every log line about a
+    /// delivery names it; the lifecycle decides nothing by it.
+    ///
+    /// # Security
+    ///
+    /// Anyone can send `X-Forwarded-For` or `Forwarded`. Name only proxies that overwrite or
+    /// append to `header` on every request (see the README's "Deploying"), and the header
+    /// they set: addresses left of the last untrusted hop are never believed.
+    pub fn trusted_proxies(
+        mut self,
+        header: ForwardedHeader,
+        proxies: impl IntoIterator<Item = IpAddr>,
+    ) -> Self {
+        self.trusted_proxies = Some(TrustedProxies {
+            header,
+            proxies: proxies.into_iter().map(|ip| ip.to_canonical()).collect(),
+        });
+        self
+    }
+
     /// Checks the configuration and builds the receiver.
     ///
     /// # Errors
@@ -281,6 +314,7 @@ impl ReceiverBuilder {
                     .slow_handler_warning
                     .unwrap_or_else(|| deduplicator.lease()),
                 refuse_unreadable_timestamps: self.refuse_unreadable_timestamps,
+                trusted_proxies: self.trusted_proxies,
                 deduplicator,
             }),
         })
@@ -309,6 +343,7 @@ impl Receiver {
             slow_handler_warning: None,
             refuse_unreadable_timestamps: false,
             inbox: None,
+            trusted_proxies: None,
         }
     }
 
@@ -368,20 +403,27 @@ impl Receiver {
         admission
     }
 
-    /// The integrations' first half of the lifecycle: refuse any method but `POST`, read and
-    /// decode the body, then admit it as [`admit`](Self::admit) does. Anything but a fresh
-    /// delivery comes back as the answer to send.
+    /// The integrations' first half of the lifecycle: record the client (from the socket
+    /// `peer` and, behind trusted proxies, the forwarded header), refuse any method but
+    /// `POST`, read and decode the body, then admit it as [`admit`](Self::admit) does.
+    /// Anything but a fresh delivery comes back as the answer to send.
     #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
     pub(crate) async fn admit_request<B>(
         &self,
         method: &str,
         headers: &impl RequestHeaders,
+        peer: Option<IpAddr>,
         body: B,
     ) -> Result<Admitted, Answer>
     where
         B: http_body::Body,
         B::Error: Into<BoxError>,
     {
+        if let Some(client) =
+            client::client_address(self.inner.trusted_proxies.as_ref(), peer, headers)
+        {
+            tracing::Span::current().record("client", tracing::field::display(client));
+        }
         let read = if method == "POST" {
             self.read_request_body(headers, body).await
         } else {
@@ -585,6 +627,7 @@ fn report(admission: &Result<Admission, Rejection>) {
 pub(crate) fn delivery_span() -> tracing::Span {
     tracing::info_span!(
         "aisoule_webhook",
+        client = Empty,
         kind = Empty,
         message_id = Empty,
         secret_label = Empty,

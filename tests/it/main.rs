@@ -20,6 +20,8 @@ mod inbox_postgres;
 #[cfg(all(feature = "sqlite", feature = "test-util"))]
 mod inbox_sqlite;
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod internet;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod lifecycle;
 #[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
 mod loss_matrix;
@@ -27,6 +29,8 @@ mod loss_matrix;
 mod postgres_server;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod promises;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod proxies;
 #[cfg(feature = "redis")]
 mod redis_server;
 mod support;

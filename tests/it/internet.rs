@@ -1,0 +1,400 @@
+//! The example receivers on the open internet: stalled connections are closed, HTTP/2
+//! cleartext is served beside HTTP/1.1.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aisoule_webhooks::event::{Dialect, EventKind};
+use aisoule_webhooks::test_util::{Delivery, TEST_SECRET};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::axum::example_binary;
+use crate::e2e;
+
+/// An example receiver on a free loopback port, its stdout piped, killed when dropped.
+pub(crate) struct Example {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Example {
+    /// Starts the example `name` with the test secret and `env`, and waits until it listens.
+    pub(crate) async fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(example_binary(name))
+            .env("AISOULE_WEBHOOK_SECRET", TEST_SECRET)
+            .env_remove("AISOULE_WEBHOOK_SECRET_PREVIOUS")
+            .env_remove("AISOULE_INBOX")
+            .env_remove("AISOULE_REDIS_URL")
+            .env("PORT", port.to_string())
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..400 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return Self { child, addr };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{name} did not start listening");
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}/webhook", self.addr)
+    }
+
+    /// Stops the example and returns what it printed: the handled events' lines on stdout, and
+    /// its logs on stderr.
+    pub(crate) async fn stop(mut self) -> (Vec<serde_json::Value>, String) {
+        let mut stdout = self.child.stdout.take().unwrap();
+        let mut stderr = self.child.stderr.take().unwrap();
+        self.child.kill().await.unwrap();
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).await.unwrap();
+        let mut err = String::new();
+        stderr.read_to_string(&mut err).await.unwrap();
+        let lines = out
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        (lines, err)
+    }
+}
+
+/// A delivery of a fresh `message.incoming` with this id.
+fn delivery(id: &str) -> Delivery {
+    Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
+        .message_id(id)
+        .timestamp_at(std::time::SystemTime::now())
+        .build()
+}
+
+/// What a stalled connection has sent before it stops.
+#[derive(Debug, Clone, Copy)]
+enum Stall {
+    /// Half a request head.
+    Head,
+    /// A whole signed head and a tenth of its body.
+    Body,
+    /// A whole request (for `/health`), then nothing: an idle kept-alive connection.
+    Idle,
+}
+
+/// Opens a connection, sends the first part of a request for `delivery`, and stops.
+async fn stalled(addr: SocketAddr, stall: Stall, delivery: &Delivery) -> TcpStream {
+    let mut head = format!(
+        "POST /webhook HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         {}: {}\r\ncontent-length: {}\r\n\r\n",
+        delivery.header().name(),
+        delivery.signature_value(),
+        delivery.body().len()
+    )
+    .into_bytes();
+    let sent = match stall {
+        Stall::Idle => format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes(),
+        Stall::Head => {
+            head.truncate(head.len() / 2);
+            head
+        }
+        Stall::Body => {
+            head.extend_from_slice(&delivery.body()[..delivery.body().len() / 10]);
+            head
+        }
+    };
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&sent).await.unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection, and returns what it sent; `None` if it was
+/// still open after `within`.
+async fn closed_within(mut stream: TcpStream, within: Duration) -> Option<String> {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buffer = [0; 1024];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// 16 connections stalled mid-head and mid-body, and two idle kept-alive ones, are all closed
+/// within a bounded time, each stalled body with 408, while a real delivery sent meanwhile is
+/// answered at once; nothing but the real delivery is handled.
+async fn stalled_connections_are_closed(name: &str) {
+    // The examples' header timeout is 4 s and their request deadline 10 s.
+    const BOUND: Duration = Duration::from_secs(20);
+    let example = Example::start(name, &[]).await;
+    let stalled_delivery = delivery("stalled");
+    let mut connections = Vec::new();
+    for i in 0..16 {
+        let stall = if i % 2 == 0 { Stall::Head } else { Stall::Body };
+        connections.push((stall, stalled(example.addr, stall, &stalled_delivery).await));
+    }
+    for _ in 0..2 {
+        let stall = Stall::Idle;
+        connections.push((stall, stalled(example.addr, stall, &stalled_delivery).await));
+    }
+
+    // Answered while every stalled connection is still open.
+    let real = delivery("real");
+    let answered = tokio::time::timeout(Duration::from_secs(3), e2e::post(&example.url(), &real))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: a real delivery waited behind stalled connections"));
+    assert_eq!(answered.0, 200, "{name}: {answered:?}");
+
+    let closed = futures_util::future::join_all(
+        connections
+            .into_iter()
+            .map(|(stall, stream)| async move { (stall, closed_within(stream, BOUND).await) }),
+    )
+    .await;
+    for (stall, answer) in &closed {
+        let answer = answer
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: a connection stalled mid-{stall:?} stayed open"));
+        match stall {
+            // hyper closes a stalled head without a word; actix answers 408 first.
+            Stall::Head => assert!(
+                answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+                "{name}: {answer}"
+            ),
+            Stall::Body => assert!(answer.starts_with("HTTP/1.1 408"), "{name}: {answer}"),
+            Stall::Idle => assert!(answer.starts_with("HTTP/1.1 200"), "{name}: {answer}"),
+        }
+    }
+
+    let (printed, _) = example.stop().await;
+    assert_eq!(printed.len(), 1, "{name}: {printed:?}");
+    assert_eq!(printed[0]["message_id"], "real", "{name}: {printed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_are_closed_on_the_axum_example() {
+    stalled_connections_are_closed("axum_receiver").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_are_closed_on_the_actix_example() {
+    stalled_connections_are_closed("actix_receiver").await;
+}
+
+/// Sends `delivery` over HTTP/2 cleartext with prior knowledge, and returns the answer's
+/// version, status and body.
+async fn post_h2c(url: &str, delivery: &Delivery) -> (http::Version, u16, Bytes) {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let response = client
+        .request(delivery.http_request(url))
+        .await
+        .expect("the server answers over h2c");
+    let version = response.version();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (version, status, body)
+}
+
+/// One delivery over HTTP/1.1 and one over h2c are each handled once; the h2c redelivery is
+/// a duplicate.
+async fn both_http_versions_are_served(name: &str) {
+    let example = Example::start(name, &[]).await;
+    let over_h1 = delivery("over-h1");
+    assert_eq!(e2e::post(&example.url(), &over_h1).await.0, 200, "{name}");
+    let over_h2 = delivery("over-h2");
+    let (version, status, body) = post_h2c(&example.url(), &over_h2).await;
+    assert_eq!(version, http::Version::HTTP_2, "{name}");
+    assert_eq!(status, 200, "{name}: {body:?}");
+    let (_, status, body) = post_h2c(&example.url(), &over_h2.redelivery()).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (200, br#"{"status":"duplicate"}"#.as_ref()),
+        "{name}"
+    );
+    let (printed, _) = example.stop().await;
+    let ids: Vec<_> = printed.iter().map(|l| l["message_id"].clone()).collect();
+    assert_eq!(ids, ["over-h1", "over-h2"], "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_serves_http1_and_h2c() {
+    both_http_versions_are_served("axum_receiver").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actix_example_serves_http1_and_h2c() {
+    both_http_versions_are_served("actix_receiver").await;
+}
+
+/// The `delivery admitted` log line of the delivery `message_id`, from `logs`.
+fn admitted_line<'a>(logs: &'a str, message_id: &str) -> &'a str {
+    let id = format!(r#"message_id="{message_id}""#);
+    logs.lines()
+        .find(|line| line.contains(&id) && line.contains("delivery admitted"))
+        .unwrap_or_else(|| panic!("no admitted line for {message_id} in:\n{logs}"))
+}
+
+/// In process, under the axum layer: the client is the socket peer unless the peer is a
+/// trusted proxy; then the rightmost untrusted hop of the one forwarded header named. A
+/// forwarded header is never read by default, nor from an untrusted peer.
+#[tokio::test(flavor = "current_thread")]
+async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
+    use aisoule_webhooks::Receiver;
+    use aisoule_webhooks::axum::WebhookLayer;
+    use aisoule_webhooks::receiver::ForwardedHeader;
+    use aisoule_webhooks::test_util::test_verifier;
+    use axum::extract::ConnectInfo;
+    use axum::http::StatusCode;
+    use axum::routing::post;
+    use tower::ServiceExt;
+
+    let logs = crate::support::CapturedLogs::default();
+    let _guard = logs.install();
+    let send = |receiver: Receiver, id: &'static str, peer: &str, headers: &[(&str, &str)]| {
+        let mut request = delivery(id).http_request("/webhook");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let app = axum::Router::new().route(
+            "/webhook",
+            post(|_: aisoule_webhooks::VerifiedEvent| async { StatusCode::OK })
+                .layer(WebhookLayer::new(receiver)),
+        );
+        async move {
+            let answer = app.oneshot(request).await.unwrap();
+            assert_eq!(answer.status(), StatusCode::OK, "{id}");
+        }
+    };
+    let by_default = Receiver::new(test_verifier());
+    let local = || ["127.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+    let xff = Receiver::builder(test_verifier())
+        .trusted_proxies(ForwardedHeader::XForwardedFor, local())
+        .build()
+        .unwrap();
+    let forwarded = Receiver::builder(test_verifier())
+        .trusted_proxies(ForwardedHeader::Forwarded, local())
+        .build()
+        .unwrap();
+    let spoofed: &[(&str, &str)] = &[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")];
+    send(by_default, "default", "127.0.0.1:50000", spoofed).await;
+    send(xff.clone(), "untrusted-peer", "198.51.100.7:50000", spoofed).await;
+    send(xff.clone(), "no-header", "127.0.0.1:50000", &[]).await;
+    send(
+        xff.clone(),
+        "two-proxies",
+        "[::ffff:127.0.0.1]:50000",
+        &[
+            ("x-forwarded-for", "6.6.6.6, 198.51.100.7"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("forwarded", "for=6.6.6.6"),
+        ],
+    )
+    .await;
+    send(
+        forwarded.clone(),
+        "rfc7239",
+        "127.0.0.1:50000",
+        &[
+            ("x-forwarded-for", "6.6.6.6"),
+            (
+                "forwarded",
+                r#"for="[2001:db8::1]:4711";proto=https, For=10.0.0.2"#,
+            ),
+        ],
+    )
+    .await;
+    send(
+        forwarded,
+        "unknown-hop",
+        "127.0.0.1:50000",
+        &[("forwarded", "for=6.6.6.6, for=unknown, for=10.0.0.2")],
+    )
+    .await;
+
+    let text = logs.text();
+    for (id, client) in [
+        ("default", "127.0.0.1"),
+        ("untrusted-peer", "198.51.100.7"),
+        ("no-header", "127.0.0.1"),
+        ("two-proxies", "198.51.100.7"),
+        ("rfc7239", "2001:db8::1"),
+        ("unknown-hop", "10.0.0.2"),
+    ] {
+        let line = admitted_line(&text, id);
+        assert!(line.contains(&format!("client={client} ")), "{id}: {line}");
+    }
+    assert!(!text.contains("client=6.6.6.6"), "{text}");
+}
+
+/// Over TCP, each example's log lines about a delivery name its client: the socket peer, or
+/// with `AISOULE_TRUSTED_PROXIES` the address the trusted proxy forwarded.
+async fn the_example_logs_the_client(name: &str) {
+    for (env, forwarded_for, expected) in [
+        (&[][..], "6.6.6.6", "127.0.0.1"),
+        (
+            &[("AISOULE_TRUSTED_PROXIES", "127.0.0.1,::1")][..],
+            "198.51.100.7",
+            "198.51.100.7",
+        ),
+    ] {
+        let example = Example::start(name, env).await;
+        let sent = delivery("logged");
+        let client = reqwest::Client::new();
+        for _ in 0..2 {
+            let mut request = client
+                .post(example.url())
+                .header("x-forwarded-for", forwarded_for)
+                .body(sent.body().clone());
+            for (header, value) in sent.headers().iter() {
+                request = request.header(header.as_str(), value.as_bytes());
+            }
+            assert_eq!(request.send().await.unwrap().status().as_u16(), 200);
+        }
+        let (_, logs) = example.stop().await;
+        // The redelivery is logged at info, as a duplicate.
+        let line = logs
+            .lines()
+            .find(|line| line.contains("duplicate delivery"))
+            .unwrap_or_else(|| panic!("{name}: no duplicate line in:\n{logs}"));
+        assert!(
+            line.contains(&format!("client={expected} ")),
+            "{name}: {line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_example_logs_the_client() {
+    the_example_logs_the_client("axum_receiver").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actix_example_logs_the_client() {
+    the_example_logs_the_client("actix_receiver").await;
+}
