@@ -128,7 +128,7 @@ open_requests=$(( rate * open_duration ))
 total=$(( closed_deliveries + open_requests ))
 data="$work/deliveries.tsv"
 "$server" emit "$total" > "$data"
-echo "deliveries: $total distinct, each about $(( $(head -n1 "$data" | cut -f2 | wc -c) - 1 )) bytes; closed loop ${duration}s on $connections connections, open loop ${rate}/s for ${open_duration}s on $open_connections connections; server on cpu $server_cpu, load on cpu $client_cpu; inbox workers: ${INBOX_WORKERS:-4 (the default)}"
+echo "deliveries: $total distinct, each about $(( $(head -n1 "$data" | cut -f2 | wc -c) - 1 )) bytes; closed loop ${duration}s on $connections connections, open loop ${rate}/s for ${open_duration}s on $open_connections connections; server on cpu $server_cpu, load on cpu $client_cpu; inbox workers: ${INBOX_WORKERS:-the default}"
 
 start_server() { # mode tag -> sets server_pid and server_port
     local mode=$1 tag=$2 port
