@@ -454,3 +454,24 @@ fn a_prefix_other_than_sha256_is_refused_even_with_the_right_digest() {
         );
     }
 }
+
+/// `Signature::as_bytes` is the raw tag the hex forms spell: 32 bytes, the same as decoding
+/// `to_hex()`, and the same as the HMAC computed independently.
+#[test]
+fn a_signatures_bytes_are_the_tag_its_hex_spells() {
+    let body = body();
+    let signature = sign(&secret(SECRET), &body);
+    let decoded = const_hex::decode(signature.to_hex()).unwrap();
+    assert_eq!(signature.as_bytes().as_slice(), decoded.as_slice());
+    assert_eq!(
+        signature.to_prefixed(),
+        format!("sha256={}", signature.to_hex())
+    );
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    assert_eq!(
+        signature.as_bytes().as_slice(),
+        mac.finalize().into_bytes().as_slice()
+    );
+}
