@@ -101,10 +101,11 @@ impl VerifyError {
 #[non_exhaustive]
 pub enum ParseError {
     /// The body is not JSON (or not UTF-8, or nested too deeply to parse safely).
-    #[error("$: the body is not JSON: {reason}")]
+    #[error("$: the body is not JSON")]
     NotJson {
         /// What the JSON parser reported, with its line and column.
-        reason: String,
+        #[source]
+        source: JsonError,
     },
     /// The body is JSON, but not an object.
     #[error("$: expected a JSON object, found {found}")]
@@ -131,6 +132,134 @@ pub enum ParseError {
         path: &'static str,
     },
 }
+
+/// What a JSON parser reported about unreadable JSON, with where it stopped.
+///
+/// The crate's own type, so that the JSON library stays out of the public API.
+#[derive(Debug, Clone)]
+pub struct JsonError(std::sync::Arc<serde_json::Error>);
+
+impl JsonError {
+    /// The 1-based line where the parser stopped.
+    pub fn line(&self) -> usize {
+        self.0.line()
+    }
+
+    /// The 1-based column where the parser stopped.
+    pub fn column(&self) -> usize {
+        self.0.column()
+    }
+}
+
+impl From<serde_json::Error> for JsonError {
+    fn from(error: serde_json::Error) -> Self {
+        Self(std::sync::Arc::new(error))
+    }
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+impl PartialEq for JsonError {
+    /// Two reports are equal when they say the same thing at the same place.
+    fn eq(&self, other: &Self) -> bool {
+        (self.line(), self.column(), self.0.to_string())
+            == (other.line(), other.column(), other.0.to_string())
+    }
+}
+
+impl Eq for JsonError {}
+
+/// Why an event's `timestamp` could not be read. The event is still delivered: see
+/// [`EventTime::Unreadable`](crate::event::EventTime::Unreadable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
+#[non_exhaustive]
+pub enum TimestampError {
+    /// Unix seconds (or milliseconds) before the year 0000 or after 9999.
+    #[error("unix seconds outside years 0000 to 9999")]
+    OutOfRange,
+    /// A string that is neither RFC 3339 nor a whole number.
+    #[error("neither RFC 3339 nor unix seconds")]
+    NotRfc3339,
+    /// A number with a fraction or an exponent.
+    #[error("a number that is not whole unix seconds")]
+    NotWholeSeconds,
+    /// A boolean, an array or an object.
+    #[error("expected an RFC 3339 string or unix seconds")]
+    WrongType,
+}
+
+/// Why a known event's `data` does not fit its typed payload. The event is still delivered,
+/// as [`Payload::Unrecognized`](crate::event::Payload::Unrecognized), with this as its reason.
+///
+/// Every message names the JSON path it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The event has no `data`.
+    #[error("$.data: missing")]
+    DataMissing,
+    /// `data` is not an object.
+    #[error("$.data: expected an object, found {found}")]
+    DataNotObject {
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// A field the payload cannot do without is absent or `null`.
+    #[error("$.data.{field}: missing")]
+    Missing {
+        /// The field's name in `data`.
+        field: &'static str,
+    },
+    /// An id the payload cannot do without is the empty string.
+    #[error("$.data.{field}: empty")]
+    Empty {
+        /// The field's name in `data`.
+        field: &'static str,
+    },
+    /// A field holds another JSON type than its own.
+    #[error("$.data.{field}: expected {expected}, found {found}")]
+    WrongType {
+        /// The field's name in `data`.
+        field: &'static str,
+        /// What the field should hold.
+        expected: &'static str,
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// A message of type `text` without `text` or `body`.
+    #[error("$.data.text: missing for a text message")]
+    TextMissing,
+    /// A message with neither a `type` nor any text.
+    #[error("$.data.type: missing, and no text or body")]
+    TypeMissing,
+    /// `data` could not be read as its payload at all (a key sent twice, say).
+    #[error("$.data: unreadable as its typed payload")]
+    Unreadable {
+        /// What the JSON parser reported.
+        #[source]
+        source: JsonError,
+    },
+}
+
+/// The error enums an event's typed view carries serialize as their message, the form the
+/// snapshots and logs read.
+macro_rules! serialize_as_message {
+    ($($error:ty),*) => {$(
+        impl serde::Serialize for $error {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    )*};
+}
+
+serialize_as_message!(TimestampError, PayloadError);
 
 /// The idempotency store could not answer.
 ///

@@ -531,9 +531,10 @@ impl Receiver {
                 )),
                 _ => None,
             },
-            Err(rejection @ (Rejection::Stale { .. } | Rejection::UnreadableTimestamp { .. })) => {
-                Some(rejection.to_string())
-            }
+            Err(rejection @ Rejection::Stale { .. }) => Some(rejection.to_string()),
+            Err(Rejection::UnreadableTimestamp { reason }) => Some(format!(
+                "the timestamp is unreadable ({reason}), so its freshness cannot be checked"
+            )),
             Err(other) => return Err(other),
         };
         let quarantined = quarantine.is_some();
@@ -562,9 +563,7 @@ impl Receiver {
         let at = match event.time() {
             EventTime::At { at } => *at,
             EventTime::Unreadable { reason, .. } if self.inner.refuse_unreadable_timestamps => {
-                return Err(Rejection::UnreadableTimestamp {
-                    reason: reason.clone(),
-                });
+                return Err(Rejection::UnreadableTimestamp { reason: *reason });
             }
             // Logged at warn by the parser, naming the form.
             _ => return Ok(()),

@@ -58,10 +58,11 @@ pub enum Rejection {
     },
     /// The event's timestamp is in a form this crate cannot read, and the receiver is set to
     /// refuse such events ([`ReceiverBuilder::refuse_unreadable_timestamps`](crate::receiver::ReceiverBuilder::refuse_unreadable_timestamps)) (400).
-    #[error("the event's timestamp is unreadable ({reason}), so its freshness cannot be checked")]
+    #[error("the event's timestamp is unreadable, so its freshness cannot be checked")]
     UnreadableTimestamp {
         /// Why it could not be read, naming its form.
-        reason: String,
+        #[source]
+        reason: crate::error::TimestampError,
     },
     /// Another delivery of this event is being handled right now (409, so the platform retries
     /// later).

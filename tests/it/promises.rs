@@ -153,7 +153,9 @@ async fn a_misfit_known_event_reaches_the_handler_as_unrecognized_over_http() {
         *seen.lock().unwrap(),
         vec![(
             EventKind::MessageIncoming,
-            "$.data.message_id: missing".to_owned()
+            aisoule_webhooks::error::PayloadError::Missing {
+                field: "message_id"
+            }
         )]
     );
 }
