@@ -1,4 +1,5 @@
-//! A dudect-style timing check of the signature comparison (not run in CI).
+//! A dudect-style timing check of the signature comparison (CI runs it through
+//! `benches/constant_time.sh`).
 //!
 //! Left: header values that differ from the real signature in the first byte. Right: in the
 //! last byte. A comparison that stops at the first difference is faster for Left; Welch's
@@ -11,6 +12,11 @@
 //! |t| above about 5 is evidence of a timing difference; below it, none was found. A control,
 //! an early-exit byte comparison like the platform's Node sample (`===`), shows what a leak
 //! looks like on the same machine.
+//!
+//! Its `std::hint::black_box` on every byte is what keeps it a loop: without it LLVM turns an
+//! early-exit comparison of two `[u8; 32]`, like `==`, into the same branch-free
+//! `pcmpeqb`/`pand`/`pmovmskb` sequence that `constant_time_eq` uses on x86-64, so that
+//! replacing the verifier's compare with `==` is invisible here (README, Security).
 
 use aisoule_webhooks::{Verifier, WebhookSecret, sign};
 use dudect_bencher::ctbench::{BenchMetadata, BenchName, BenchOpts, run_benches_console};
