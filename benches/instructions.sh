@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The tower layer's cost per delivery, in instructions (callgrind), over a bare axum handler.
+# The tower layer's cost per delivery, in instructions (callgrind), over a bare axum handler,
+# and Event::parse's cost against a #[derive(Deserialize)] struct borrowing every field.
 # Runs each mode at two counts and divides the difference, so start-up and the building of
 # each signed request cancel out. Instruction counts do not drift with machine load.
 set -euo pipefail
@@ -21,3 +22,11 @@ for mode in bare layer; do
     echo "$mode: ${per[$mode]} instructions per delivery"
 done
 echo "the layer adds: $(( per[layer] - per[bare] )) instructions per delivery"
+for mode in parse payload derive; do
+    a=$(instructions "$mode" "$small")
+    b=$(instructions "$mode" "$large")
+    per[$mode]=$(( (b - a) / (large - small) ))
+    echo "$mode: ${per[$mode]} instructions per body"
+done
+awk -v p="${per[parse]}" -v q="${per[payload]}" -v d="${per[derive]}" 'BEGIN {
+    printf "Event::parse / derived struct: %.2fx; with the typed payload: %.2fx\n", p / d, q / d }'

@@ -12,6 +12,6 @@ fuzz_target!(|body: &[u8]| {
         .expect("a serialized event parses");
     assert_eq!(again, event);
     // The normalised view serializes too, whatever arrived.
-    serde_json::to_vec(event.payload()).expect("a payload serializes");
+    serde_json::to_vec(&event.payload()).expect("a payload serializes");
     assert_eq!(event.raw().as_ref(), body);
 });

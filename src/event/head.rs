@@ -194,10 +194,7 @@ enum EventField<'de> {
 
 impl<'de> Deserialize<'de> for EventField<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(TextOrType(
-            EventField::Name,
-            EventField::NotString,
-        ))
+        deserializer.deserialize_any(TextOrType(EventField::Name, EventField::NotString))
     }
 }
 

@@ -53,28 +53,6 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// The kind for an event name as sent.
-    ///
-    /// ```
-    /// use aisoule_webhooks::event::EventKind;
-    /// assert_eq!(EventKind::from_name("message.received"), EventKind::MessageIncoming);
-    /// assert_eq!(EventKind::from_name("order.paid"), EventKind::Unknown("order.paid".into()));
-    /// ```
-    pub fn from_name(name: &str) -> Self {
-        // `#[strum(default)]` makes every name parse; the fallback only satisfies the type.
-        name.parse()
-            .unwrap_or_else(|_: strum::ParseError| Self::Unknown(name.to_owned()))
-    }
-
-    /// The canonical name: the help pages' name for known kinds (`message.incoming` for both
-    /// dialects), the name as sent for unknown ones.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Unknown(name) => name,
-            known => known.as_ref(),
-        }
-    }
-
     /// Whether this is a status update about a message you sent (sent, delivered, read, failed).
     pub fn is_message_status(&self) -> bool {
         matches!(
@@ -118,22 +96,6 @@ pub enum MessageType {
     Other(String),
 }
 
-impl MessageType {
-    /// The type for a `type` value as sent.
-    pub fn from_name(name: &str) -> Self {
-        name.parse()
-            .unwrap_or_else(|_: strum::ParseError| Self::Other(name.to_owned()))
-    }
-
-    /// The name as the platform writes it.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Other(name) => name,
-            known => known.as_ref(),
-        }
-    }
-}
-
 /// The delivery state a status event reports.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EnumString, AsRefStr)]
 #[strum(serialize_all = "snake_case")]
@@ -153,20 +115,6 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    /// The status for a `status` value as sent.
-    pub fn from_name(name: &str) -> Self {
-        name.parse()
-            .unwrap_or_else(|_: strum::ParseError| Self::Other(name.to_owned()))
-    }
-
-    /// The status as the platform writes it.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Self::Other(name) => name,
-            known => known.as_ref(),
-        }
-    }
-
     /// The status an event's name implies, for a status event that does not say.
     pub(crate) fn implied_by(kind: &super::EventKind) -> Self {
         match kind {
@@ -178,9 +126,28 @@ impl DeliveryStatus {
     }
 }
 
-/// `Display`, `Serialize` and `Deserialize` as the name, for each of the platform's enums.
+/// `from_name`, `as_str`, and `Display`, `Serialize` and `Deserialize` as the name, for each of
+/// the platform's enums, whose last variant keeps a name it does not know.
 macro_rules! named {
-    ($($name:ident: $expecting:literal),* $(,)?) => {$(
+    ($($name:ident($fallback:ident): $expecting:literal, $from_doc:literal, $as_doc:literal;)*) => {$(
+        impl $name {
+            #[doc = $from_doc]
+            pub fn from_name(name: &str) -> Self {
+                // `#[strum(default)]` makes every name parse; the fallback only satisfies
+                // the type.
+                name.parse()
+                    .unwrap_or_else(|_: strum::ParseError| Self::$fallback(name.to_owned()))
+            }
+
+            #[doc = $as_doc]
+            pub fn as_str(&self) -> &str {
+                match self {
+                    Self::$fallback(name) => name,
+                    known => known.as_ref(),
+                }
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -212,7 +179,16 @@ macro_rules! named {
 }
 
 named! {
-    EventKind: "an event name",
-    MessageType: "a message type",
-    DeliveryStatus: "a delivery status",
+    EventKind(Unknown): "an event name",
+        "The kind for an event name as sent.\n\n```\nuse aisoule_webhooks::event::EventKind;\n\
+         assert_eq!(EventKind::from_name(\"message.received\"), EventKind::MessageIncoming);\n\
+         assert_eq!(EventKind::from_name(\"order.paid\"), EventKind::Unknown(\"order.paid\".into()));\n```",
+        "The canonical name: the help pages' name for known kinds (`message.incoming` for both \
+         dialects), the name as sent for unknown ones.";
+    MessageType(Other): "a message type",
+        "The type for a `type` value as sent.",
+        "The name as the platform writes it.";
+    DeliveryStatus(Other): "a delivery status",
+        "The status for a `status` value as sent.",
+        "The status as the platform writes it.";
 }

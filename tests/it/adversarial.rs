@@ -154,7 +154,9 @@ fn cases() -> Vec<Case> {
                 &[("x-webhook-signature", signed(&raw_unicode).as_bytes())],
             ),
             status: StatusCode::OK,
-            handled: Some(|e| assert_eq!(e.text().as_deref(), Some("é \u{1F600} \u{2028} \" \\ \n"))),
+            handled: Some(|e| {
+                assert_eq!(e.text().as_deref(), Some("é \u{1F600} \u{2028} \" \\ \n"))
+            }),
             why: "the MAC covers the bytes as sent; the parser then decodes them",
         },
         Case {

@@ -257,21 +257,9 @@ fn not_json() -> ParseError {
 #[test]
 fn every_parse_error_names_its_path() {
     let cases: [(&[u8], ParseError, &str); 9] = [
-        (
-            b"not json",
-            not_json(),
-            "$: the body is not JSON",
-        ),
-        (
-            b"",
-            not_json(),
-            "$: the body is not JSON",
-        ),
-        (
-            b"\xff\xfe{}",
-            not_json(),
-            "$: the body is not JSON",
-        ),
+        (b"not json", not_json(), "$: the body is not JSON"),
+        (b"", not_json(), "$: the body is not JSON"),
+        (b"\xff\xfe{}", not_json(), "$: the body is not JSON"),
         (
             b"[1,2]",
             ParseError::NotAnObject { found: "an array" },

@@ -4,6 +4,10 @@
 //! ```text
 //! pipeline_instructions layer N   # N fresh deliveries through axum + WebhookLayer, no-op handler
 //! pipeline_instructions bare N    # the same deliveries to the same handler, without the layer
+//! pipeline_instructions parse N   # Event::parse of one ~290 B delivery body, N times
+//! pipeline_instructions payload N # the same, and its typed payload read too
+//! pipeline_instructions derive N  # the same body into a #[derive(Deserialize)] struct that
+//!                                 # borrows every field: what a hand-written handler would do
 //! ```
 //!
 //! `benches/instructions.sh` runs both under callgrind at two values of N and prints the
@@ -18,16 +22,66 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use tower::ServiceExt;
 
+/// The developer dialect's message, every field borrowed, as a user would declare it.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // read by serde only: the point is the parse
+struct HandWritten<'a> {
+    event: &'a str,
+    timestamp: u64,
+    #[serde(borrow)]
+    data: HandWrittenData<'a>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct HandWrittenData<'a> {
+    message_id: &'a str,
+    waba_number: &'a str,
+    sender: &'a str,
+    recipient: &'a str,
+    #[serde(rename = "type")]
+    message_type: &'a str,
+    body: &'a str,
+}
+
+/// Parses one delivery body `count` times the way `mode` says.
+fn parse_only(mode: &str, count: u64) {
+    let delivery = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer).build();
+    let body = delivery.body().to_vec();
+    for _ in 0..count {
+        let body = std::hint::black_box(body.as_slice());
+        match mode {
+            "parse" => {
+                std::hint::black_box(aisoule_webhooks::Event::parse(body).expect("an event"));
+            }
+            "payload" => {
+                let event = aisoule_webhooks::Event::parse(body).expect("an event");
+                std::hint::black_box(event.payload());
+            }
+            _ => {
+                std::hint::black_box(
+                    serde_json::from_slice::<HandWritten<'_>>(body).expect("the sample's shape"),
+                );
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (layered, count) = match (args.get(1).map(String::as_str), args.get(2)) {
-        (Some(mode @ ("layer" | "bare")), Some(n)) => (mode == "layer", n.parse::<u64>()),
+    let (mode, count) = match (args.get(1).map(String::as_str), args.get(2)) {
+        (Some(mode @ ("layer" | "bare" | "parse" | "payload" | "derive")), Some(n)) => {
+            (mode, n.parse::<u64>().expect("N is a count"))
+        }
         _ => {
-            eprintln!("usage: pipeline_instructions layer|bare N");
+            eprintln!("usage: pipeline_instructions layer|bare|parse|payload|derive N");
             std::process::exit(2);
         }
     };
-    let count = count.expect("N is a count");
+    if matches!(mode, "parse" | "payload" | "derive") {
+        return parse_only(mode, count);
+    }
+    let layered = mode == "layer";
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
