@@ -255,7 +255,7 @@ fn admitted_line<'a>(logs: &'a str, message_id: &str) -> &'a str {
 }
 
 /// In process, under the axum layer: the client is the socket peer unless the peer is a
-/// trusted proxy; then the rightmost untrusted hop of the one forwarded header named. A
+/// trusted proxy (one address, or in a trusted range); then the rightmost untrusted hop of the one forwarded header named. A
 /// forwarded header is never read by default, nor from an untrusted peer.
 #[tokio::test(flavor = "current_thread")]
 async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
@@ -292,7 +292,16 @@ async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
         }
     };
     let by_default = Receiver::new(test_verifier());
-    let local = || ["127.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+    // One address, and ranges: IPv4, IPv6, and IPv4-mapped IPv6 (compared as IPv4).
+    let local = || {
+        [
+            "127.0.0.1/32",
+            "10.0.0.0/8",
+            "fd00::/8",
+            "::ffff:192.168.0.0/112",
+        ]
+        .map(|range| range.parse::<aisoule_webhooks::receiver::IpNet>().unwrap())
+    };
     let xff = Receiver::builder(test_verifier())
         .trusted_proxies(ForwardedHeader::XForwardedFor, local())
         .build()
@@ -314,6 +323,49 @@ async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
             ("x-forwarded-for", "10.0.0.2"),
             ("forwarded", "for=6.6.6.6"),
         ],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "through-a-range",
+        "10.1.2.3:50000",
+        &[("x-forwarded-for", "6.6.6.6, 198.51.100.8, 10.200.0.1")],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "ipv6-range",
+        "[fd12::5]:50000",
+        &[("x-forwarded-for", "203.0.113.9")],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "mapped-range",
+        "192.168.7.7:50000",
+        &[("x-forwarded-for", "203.0.113.10")],
+    )
+    .await;
+    // Just outside each range: the peer itself.
+    send(
+        xff.clone(),
+        "outside-v4",
+        "11.0.0.1:50000",
+        &[("x-forwarded-for", "6.6.6.6")],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "outside-v6",
+        "[fe00::1]:50000",
+        &[("x-forwarded-for", "6.6.6.6")],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "outside-mapped",
+        "192.169.0.1:50000",
+        &[("x-forwarded-for", "6.6.6.6")],
     )
     .await;
     send(
@@ -343,6 +395,12 @@ async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
         ("untrusted-peer", "198.51.100.7"),
         ("no-header", "127.0.0.1"),
         ("two-proxies", "198.51.100.7"),
+        ("through-a-range", "198.51.100.8"),
+        ("ipv6-range", "203.0.113.9"),
+        ("mapped-range", "203.0.113.10"),
+        ("outside-v4", "11.0.0.1"),
+        ("outside-v6", "fe00::1"),
+        ("outside-mapped", "192.169.0.1"),
         ("rfc7239", "2001:db8::1"),
         ("unknown-hop", "10.0.0.2"),
     ] {
@@ -358,7 +416,8 @@ async fn the_example_logs_the_client(name: &str) {
     for (env, forwarded_for, expected) in [
         (&[][..], "6.6.6.6", "127.0.0.1"),
         (
-            &[("AISOULE_TRUSTED_PROXIES", "127.0.0.1,::1")][..],
+            // A range, and a bare address.
+            &[("AISOULE_TRUSTED_PROXIES", "127.0.0.0/8,::1")][..],
             "198.51.100.7",
             "198.51.100.7",
         ),
