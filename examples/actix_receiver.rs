@@ -15,12 +15,17 @@
 mod common;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, Protocol};
+use actix_service::{ServiceFactoryExt, map_config};
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_web::dev::{AppConfig, Server, Service, ServiceRequest, ServiceResponse, fn_service};
+use actix_web::rt::net::TcpStream;
+use actix_web::{App, HttpResponse, web};
 use aisoule_webhooks::VerifiedEvent;
 use aisoule_webhooks::actix::WebhookMiddleware;
 use aisoule_webhooks::inbox::Job;
@@ -35,9 +40,13 @@ async fn handle(event: VerifiedEvent) -> HttpResponse {
 }
 
 /// Answers 408 when a request is not answered within [`common::REQUEST_TIMEOUT`]: a stalled
-/// or trickled body is never handled. actix-web's `client_request_timeout` covers the head
-/// only, and it has no setting for the body, so this bounds the whole request with actix's
-/// own runtime timer. The middleware runs your handler in a task of its own, so a handler
+/// or trickled body is never handled. A hand-written timer, since none of the libraries has
+/// one for the body: actix-http's settings are `client_request_timeout` (the head only),
+/// `keep_alive` (between requests) and `client_disconnect_timeout` (after the answer);
+/// actix-web has no timeout middleware, nor does actix-web-lab (its middleware are load
+/// shedding, panics, redirects, headers and body limits). The one found elsewhere,
+/// `actix_tower` 0.1's `Timeout`, is a young crate doing what these lines do. This bounds the
+/// whole request with actix's own runtime timer. The middleware runs your handler in a task of its own, so a handler
 /// still running at the deadline runs on and settles its claim; only the answer is 408.
 fn request_deadline<S, B>(
     request: ServiceRequest,
@@ -76,36 +85,52 @@ async fn main() -> ExitCode {
     let workers = configured
         .inbox
         .map(|inbox| inbox.start(|job: Job| async move { common::print_handled(job.event()) }));
-    let server = HttpServer::new(move || {
-        App::new()
-            .service(
-                web::resource("/webhook")
-                    .wrap(WebhookMiddleware::new(receiver.clone()))
-                    // Outermost, so that it bounds the body read inside the middleware.
-                    .wrap_fn(request_deadline)
-                    .route(web::post().to(handle)),
-            )
-            .route("/health", web::get().to(|| async { "ok" }))
-    })
-    .workers(2)
-    // A request head not read in time gets 408 and the connection is closed.
-    .client_request_timeout(common::HEADER_READ_TIMEOUT)
-    // An idle kept-alive connection is closed after this.
-    .keep_alive(common::IDLE_TIMEOUT)
-    // After the answer to a timed-out request, the client gets 1 s to read it before the
-    // connection is dropped (actix's default, stated so that it is not mistaken for none).
-    .client_disconnect_timeout(Duration::from_secs(1))
-    // HTTP/1.1 and HTTP/2 cleartext (prior knowledge) on one port; TLS is the proxy's job.
-    .bind_auto_h2c(("127.0.0.1", port));
-    let server = match server {
-        Ok(server) => server,
+    let listener = match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(listener) => listener,
         Err(e) => {
             eprintln!("error: cannot listen on 127.0.0.1:{port}: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // `HttpServer::bind_auto_h2c` would do, but it waits for the first bytes with no timeout:
+    // this is the same actix server and HTTP service, with a timeout there.
+    let server = Server::build()
+        .workers(2)
+        .listen("aisoule-webhooks", listener, move || {
+            let app = App::new()
+                .service(
+                    web::resource("/webhook")
+                        .wrap(WebhookMiddleware::new(receiver.clone()))
+                        // Outermost, so that it bounds the body read inside the middleware.
+                        .wrap_fn(request_deadline)
+                        .route(web::post().to(handle)),
+                )
+                .route("/health", web::get().to(|| async { "ok" }));
+            let http = HttpService::build()
+                // A request head not read in time gets 408 and the connection is closed; on
+                // HTTP/2, a handshake not done in time closes the connection.
+                .client_request_timeout(common::HEADER_READ_TIMEOUT)
+                // An idle kept-alive connection is closed after this; on HTTP/2, a ping is
+                // sent then, and the connection closed if it goes unanswered.
+                .keep_alive(common::IDLE_TIMEOUT)
+                // After the answer to a timed-out request, the client gets 1 s to read it
+                // before the connection is dropped (actix's default, stated so that it is not
+                // mistaken for none).
+                .client_disconnect_timeout(Duration::from_secs(1))
+                // `localhost:8080`, where `HttpServer` would name the listening address: only
+                // a request with no `Host` header sees it, in its connection info.
+                .finish(map_config(app, |()| AppConfig::default()));
+            fn_service(detect_protocol).and_then(http)
+        });
+    let server = match server {
+        Ok(server) => server.run(),
+        Err(e) => {
+            eprintln!("error: cannot serve on 127.0.0.1:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     eprintln!("listening on http://127.0.0.1:{port}/webhook");
-    let served = server.run().await;
+    let served = server.await;
     if let Some(workers) = workers {
         // Running handlers get 10 s to finish; the rest go back to the inbox.
         workers.shutdown(std::time::Duration::from_secs(10)).await;
@@ -117,4 +142,28 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// HTTP/1.1 or HTTP/2 cleartext (prior knowledge), by the connection's first bytes, as
+/// actix-http's `tcp_auto_h2c` tells them apart; closes the connection if none come within
+/// [`common::HEADER_READ_TIMEOUT`]. `tcp_auto_h2c` (behind `HttpServer::bind_auto_h2c`) waits
+/// for them with no timeout, and its `client_request_timeout` starts only after: a client that
+/// connects and sends nothing would hold its connection forever. A timer of our own, then,
+/// since actix has none for this wait; from the first byte on, actix's own timeouts apply.
+async fn detect_protocol(
+    io: TcpStream,
+) -> Result<(TcpStream, Protocol, Option<SocketAddr>), DispatchError> {
+    // The start of the HTTP/2 preface (RFC 9113 §3.4), as much as `tcp_auto_h2c` peeks at.
+    const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2";
+    let mut start = [0; H2_PREFACE_START.len()];
+    actix_web::rt::time::timeout(common::HEADER_READ_TIMEOUT, io.peek(&mut start))
+        .await
+        .map_err(|_elapsed| DispatchError::SlowRequestTimeout)??;
+    let protocol = if start == H2_PREFACE_START {
+        Protocol::Http2
+    } else {
+        Protocol::Http1
+    };
+    let peer = io.peer_addr().ok();
+    Ok((io, protocol, peer))
 }

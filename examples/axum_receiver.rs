@@ -16,6 +16,8 @@
 mod common;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aisoule_webhooks::VerifiedEvent;
 use aisoule_webhooks::axum::{InboxHandler, WebhookLayer};
@@ -127,22 +129,39 @@ async fn serve(listener: tokio::net::TcpListener, app: Router) -> std::io::Resul
             },
             _ = &mut ctrl_c => break,
         };
+        // Set when the connection's first request head has been read.
+        let first_request = Arc::new(AtomicBool::new(false));
         // What `into_make_service_with_connect_info` gives: the peer, for each delivery's
         // `client` in the logs.
-        let app = app
-            .clone()
-            .map_request(move |mut request: Request<Incoming>| {
+        let app = app.clone().map_request({
+            let first_request = Arc::clone(&first_request);
+            move |mut request: Request<Incoming>| {
+                first_request.store(true, Ordering::Relaxed);
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
-            });
+            }
+        });
         let service = TowerToHyperService::new(app);
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            // A client that hangs up or times out ends its connection; nothing to report.
-            let _ = connection.await;
+            let mut connection = std::pin::pin!(connection);
+            // The one timer hyper has not: the first request head must be read within
+            // HEADER_READ_TIMEOUT of connecting, whichever the protocol. hyper-util's `auto`
+            // reads the first bytes to tell HTTP/1.1 from h2c with no timeout
+            // (hyperium/hyper#3962, open; hyper-util 0.1.21 has no `read_version_timeout`), so a
+            // client that sends nothing, or part of the HTTP/2 preface, would never reach
+            // `header_read_timeout`; and hyper 1.12's HTTP/2 has no handshake timeout, nor
+            // pings before the handshake. After the first request hyper's own timers take
+            // over: `header_read_timeout` between HTTP/1.1 requests, pings on HTTP/2.
+            let first = tokio::time::timeout(common::HEADER_READ_TIMEOUT, &mut connection).await;
+            if first.is_err() && first_request.load(Ordering::Relaxed) {
+                // A client that hangs up or times out ends its connection; nothing to report.
+                let _ = connection.await;
+            }
+            // Otherwise dropped: the socket is closed, and no request was begun on it.
         });
     }
     graceful.shutdown().await;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aisoule_webhooks::inbox::Inbox;
-use aisoule_webhooks::receiver::ForwardedHeader;
+use aisoule_webhooks::receiver::{ForwardedHeader, IpNet};
 use aisoule_webhooks::{Deduplicator, Receiver, VerifiedEvent, Verifier, WebhookSecret};
 use serde_json::{Map, Value, json};
 
@@ -31,14 +31,14 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// The example's settings, from `AISOULE_WEBHOOK_SECRET`, `AISOULE_WEBHOOK_SECRET_PREVIOUS`,
 /// `AISOULE_REDIS_URL`, `AISOULE_INBOX`, `PORT`, and `AISOULE_TRUSTED_PROXIES` (proxy
-/// addresses, comma-separated) with `AISOULE_FORWARDED_HEADER` (`x-forwarded-for`, the
+/// addresses or ranges, comma-separated: `127.0.0.1,10.0.0.0/8,fd00::/8`) with `AISOULE_FORWARDED_HEADER` (`x-forwarded-for`, the
 /// default, or `forwarded`).
 pub(crate) struct Settings {
     pub(crate) verifier: Verifier,
     pub(crate) redis_url: Option<String>,
     pub(crate) inbox: Option<String>,
     pub(crate) port: u16,
-    pub(crate) trusted_proxies: Option<(ForwardedHeader, Vec<IpAddr>)>,
+    pub(crate) trusted_proxies: Option<(ForwardedHeader, Vec<IpNet>)>,
 }
 
 /// The receiver, and in inbox mode the inbox whose workers run the handler.
@@ -219,10 +219,18 @@ fn settings_from_env() -> Result<Settings, String> {
             };
             let proxies = list
                 .split(',')
-                .map(|ip| {
-                    ip.trim()
-                        .parse()
-                        .map_err(|_| format!("AISOULE_TRUSTED_PROXIES: {ip:?} is not an address"))
+                .map(|proxy| {
+                    let proxy = proxy.trim();
+                    // A bare address is the range of that one address.
+                    proxy
+                        .parse::<IpNet>()
+                        .or_else(|_| proxy.parse::<IpAddr>().map(IpNet::from))
+                        .map_err(|_| {
+                            format!(
+                                "AISOULE_TRUSTED_PROXIES: {proxy:?} is neither an address nor \
+                                 a range such as 10.0.0.0/8"
+                            )
+                        })
                 })
                 .collect::<Result<_, _>>()?;
             Some((header, proxies))

@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use ipnet::{IpNet, Ipv4Net};
+
 use super::RequestHeaders;
 
 /// The header your proxies forward the client's address in (see
@@ -32,13 +34,36 @@ impl ForwardedHeader {
 /// The proxies whose forwarded header is believed, and which header that is.
 #[derive(Debug, Clone)]
 pub(crate) struct TrustedProxies {
-    pub(crate) header: ForwardedHeader,
-    pub(crate) proxies: Vec<IpAddr>,
+    header: ForwardedHeader,
+    /// Each as [`canonical_range`] gives it, so that it is compared with canonical addresses.
+    proxies: Vec<IpNet>,
 }
 
 impl TrustedProxies {
+    pub(crate) fn new(header: ForwardedHeader, proxies: impl IntoIterator<Item = IpNet>) -> Self {
+        Self {
+            header,
+            proxies: proxies.into_iter().map(canonical_range).collect(),
+        }
+    }
+
     fn trusts(&self, address: IpAddr) -> bool {
-        self.proxies.contains(&address.to_canonical())
+        let address = address.to_canonical();
+        self.proxies.iter().any(|range| range.contains(&address))
+    }
+}
+
+/// A range of IPv4-mapped IPv6 addresses (`::ffff:10.0.0.0/104`) as the IPv4 range it maps
+/// (`10.0.0.0/8`): peers are compared in their canonical form, where an IPv4 client of a
+/// dual-stack socket is IPv4.
+fn canonical_range(range: IpNet) -> IpNet {
+    let IpNet::V6(v6) = range else {
+        return range;
+    };
+    match (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96)) {
+        // A prefix of at most 128 - 96 = 32 bits: a valid IPv4 one.
+        (Some(v4), Some(prefix)) => IpNet::V4(Ipv4Net::new_assert(v4, prefix)),
+        _ => range,
     }
 }
 

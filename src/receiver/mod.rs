@@ -46,6 +46,9 @@ pub use body::BodyLimit;
 pub(crate) use body::{BoxError, ContentEncoding};
 pub use client::ForwardedHeader;
 use client::TrustedProxies;
+/// The address ranges [`ReceiverBuilder::trusted_proxies`] takes, re-exported so that you need
+/// not depend on `ipnet` yourself.
+pub use ipnet::IpNet;
 pub use lifecycle::{Admitted, Settlement};
 pub use rejection::{Answer, MissingReceiver, Rejection};
 
@@ -236,9 +239,10 @@ impl ReceiverBuilder {
     }
 
     /// Names each delivery's client by the address that `proxies` forward in `header`,
-    /// instead of by the socket peer, for requests whose peer is one of `proxies` (compared
-    /// exactly; IPv4-mapped IPv6 peers as IPv4). The client is the rightmost address in the
-    /// header that is not one of `proxies`. Defaults to none: every delivery's client is its
+    /// instead of by the socket peer, for requests whose peer is in one of `proxies` (ranges
+    /// such as `10.0.0.0/8` or `fd00::/8`, or one address as `127.0.0.1/32`; IPv4-mapped IPv6
+    /// addresses and ranges are compared as IPv4). The client is the rightmost address in the
+    /// header that is not in `proxies`. Defaults to none: every delivery's client is its
     /// socket peer, and no forwarded header is read.
     ///
     /// The client is recorded as `client` on each delivery's span, so every log line about a
@@ -248,16 +252,14 @@ impl ReceiverBuilder {
     ///
     /// Anyone can send `X-Forwarded-For` or `Forwarded`. Name only proxies that overwrite or
     /// append to `header` on every request (see the README's "Deploying"), and the header
-    /// they set: addresses left of the last untrusted hop are never believed.
+    /// they set: addresses left of the last untrusted hop are never believed. A range trusts
+    /// every address in it: name no range that clients can send from.
     pub fn trusted_proxies(
         mut self,
         header: ForwardedHeader,
-        proxies: impl IntoIterator<Item = IpAddr>,
+        proxies: impl IntoIterator<Item = IpNet>,
     ) -> Self {
-        self.trusted_proxies = Some(TrustedProxies {
-            header,
-            proxies: proxies.into_iter().map(|ip| ip.to_canonical()).collect(),
-        });
+        self.trusted_proxies = Some(TrustedProxies::new(header, proxies));
         self
     }
 

@@ -81,14 +81,93 @@ fn delivery(id: &str) -> Delivery {
 }
 
 /// What a stalled connection has sent before it stops.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stall {
+    /// Nothing at all.
+    ZeroBytes,
     /// Half a request head.
     Head,
     /// A whole signed head and a tenth of its body.
     Body,
+    /// The first 16 of the 24 bytes of the HTTP/2 preface.
+    PartialPreface,
+    /// Over h2c: the preface, a stream's signed head, and a tenth of its body.
+    H2Body,
     /// A whole request (for `/health`), then nothing: an idle kept-alive connection.
     Idle,
+}
+
+const STALLS: [Stall; 5] = [
+    Stall::ZeroBytes,
+    Stall::Head,
+    Stall::Body,
+    Stall::PartialPreface,
+    Stall::H2Body,
+];
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// An HTTP/2 frame (RFC 9113 §4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = length[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// An HPACK integer with an `prefix`-bit prefix (RFC 7541 §5.1), the first byte's other bits
+/// zero.
+fn hpack_integer(mut value: usize, prefix: u32, out: &mut Vec<u8>) {
+    let max = (1 << prefix) - 1;
+    if value < max {
+        out.push(u8::try_from(value).unwrap());
+        return;
+    }
+    out.push(u8::try_from(max).unwrap());
+    value -= max;
+    while value >= 128 {
+        out.push(u8::try_from(value % 128).unwrap() | 128);
+        value /= 128;
+    }
+    out.push(u8::try_from(value).unwrap());
+}
+
+/// What an h2c client sends to open stream 1 for `delivery` and send a tenth of its body:
+/// the preface, empty SETTINGS, HEADERS (HPACK literals, never indexed, no Huffman) and DATA.
+fn h2_stalled_stream(addr: SocketAddr, delivery: &Delivery) -> Vec<u8> {
+    let authority = addr.to_string();
+    let length = delivery.body().len().to_string();
+    let mut fields = vec![
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/webhook"),
+        (":authority", authority.as_str()),
+        ("content-length", length.as_str()),
+    ];
+    let headers = delivery.headers();
+    for (name, value) in &headers {
+        fields.push((name.as_str(), value.to_str().unwrap()));
+    }
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0x10);
+        hpack_integer(name.len(), 7, &mut block);
+        block.extend_from_slice(name.as_bytes());
+        hpack_integer(value.len(), 7, &mut block);
+        block.extend_from_slice(value.as_bytes());
+    }
+    const SETTINGS: u8 = 0x4;
+    const HEADERS: u8 = 0x1;
+    const DATA: u8 = 0x0;
+    const END_HEADERS: u8 = 0x4;
+    let mut sent = H2_PREFACE.to_vec();
+    sent.extend(h2_frame(SETTINGS, 0, 0, &[]));
+    sent.extend(h2_frame(HEADERS, END_HEADERS, 1, &block));
+    let tenth = &delivery.body()[..delivery.body().len() / 10];
+    sent.extend(h2_frame(DATA, 0, 1, tenth));
+    sent
 }
 
 /// Opens a connection, sends the first part of a request for `delivery`, and stops.
@@ -102,6 +181,7 @@ async fn stalled(addr: SocketAddr, stall: Stall, delivery: &Delivery) -> TcpStre
     )
     .into_bytes();
     let sent = match stall {
+        Stall::ZeroBytes => Vec::new(),
         Stall::Idle => format!("GET /health HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes(),
         Stall::Head => {
             head.truncate(head.len() / 2);
@@ -111,6 +191,8 @@ async fn stalled(addr: SocketAddr, stall: Stall, delivery: &Delivery) -> TcpStre
             head.extend_from_slice(&delivery.body()[..delivery.body().len() / 10]);
             head
         }
+        Stall::PartialPreface => H2_PREFACE[..16].to_vec(),
+        Stall::H2Body => h2_stalled_stream(addr, delivery),
     };
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(&sent).await.unwrap();
@@ -135,55 +217,78 @@ async fn closed_within(mut stream: TcpStream, within: Duration) -> Option<String
         .map(|()| String::from_utf8_lossy(&answer).into_owned())
 }
 
-/// 16 connections stalled mid-head and mid-body, and two idle kept-alive ones, are all closed
-/// within a bounded time, each stalled body with 408, while a real delivery sent meanwhile is
-/// answered at once; nothing but the real delivery is handled.
+/// 16 connections of each stall kind (nothing sent, mid-head, mid-body, mid-preface, and an
+/// h2c stream mid-body), and two idle kept-alive ones, are all closed within a bounded time,
+/// each stalled HTTP/1.1 body with 408, while a real delivery sent meanwhile is answered at
+/// once; nothing but the real delivery is handled.
 async fn stalled_connections_are_closed(name: &str) {
-    // The examples' header timeout is 4 s and their request deadline 10 s.
+    // The examples' header timeout is 4 s, their HTTP/2 ping 4 s after the last frame with
+    // 4 s to answer it, and their request deadline 10 s.
     const BOUND: Duration = Duration::from_secs(20);
     let example = Example::start(name, &[]).await;
     let stalled_delivery = delivery("stalled");
     let mut connections = Vec::new();
-    for i in 0..16 {
-        let stall = if i % 2 == 0 { Stall::Head } else { Stall::Body };
-        connections.push((stall, stalled(example.addr, stall, &stalled_delivery).await));
+    for _ in 0..16 {
+        for stall in STALLS {
+            connections.push((stall, stalled(example.addr, stall, &stalled_delivery).await));
+        }
     }
     for _ in 0..2 {
         let stall = Stall::Idle;
         connections.push((stall, stalled(example.addr, stall, &stalled_delivery).await));
     }
 
-    // Answered while every stalled connection is still open.
+    // Answered while every stalled connection is still open, over each protocol.
     let real = delivery("real");
     let answered = tokio::time::timeout(Duration::from_secs(3), e2e::post(&example.url(), &real))
         .await
         .unwrap_or_else(|_| panic!("{name}: a real delivery waited behind stalled connections"));
     assert_eq!(answered.0, 200, "{name}: {answered:?}");
+    let real_h2 = delivery("real-h2");
+    let (_, status, body) =
+        tokio::time::timeout(Duration::from_secs(3), post_h2c(&example.url(), &real_h2))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: an h2c delivery waited behind stalled ones"));
+    assert_eq!(status, 200, "{name}: {body:?}");
 
-    let closed = futures_util::future::join_all(
-        connections
-            .into_iter()
-            .map(|(stall, stream)| async move { (stall, closed_within(stream, BOUND).await) }),
-    )
-    .await;
-    for (stall, answer) in &closed {
+    let started = std::time::Instant::now();
+    let closed =
+        futures_util::future::join_all(connections.into_iter().map(|(stall, stream)| async move {
+            let answer = closed_within(stream, BOUND).await;
+            (stall, answer, started.elapsed())
+        }))
+        .await;
+    // Reported, not asserted: how long each kind stayed open.
+    for stall in STALLS.into_iter().chain([Stall::Idle]) {
+        let longest = closed.iter().filter(|c| c.0 == stall).map(|c| c.2).max();
+        eprintln!("{name}: {stall:?} closed within {longest:?}");
+    }
+    for (stall, answer, _) in &closed {
         let answer = answer
             .as_ref()
-            .unwrap_or_else(|| panic!("{name}: a connection stalled mid-{stall:?} stayed open"));
+            .unwrap_or_else(|| panic!("{name}: a connection stalled at {stall:?} stayed open"));
         match stall {
             // hyper closes a stalled head without a word; actix answers 408 first.
-            Stall::Head => assert!(
+            Stall::ZeroBytes | Stall::Head => assert!(
                 answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
-                "{name}: {answer}"
+                "{name}: {stall:?}: {answer}"
             ),
             Stall::Body => assert!(answer.starts_with("HTTP/1.1 408"), "{name}: {answer}"),
             Stall::Idle => assert!(answer.starts_with("HTTP/1.1 200"), "{name}: {answer}"),
+            // HTTP/2 frames, if any (SETTINGS, PING, GOAWAY, the stream's 408): never an
+            // HTTP/1.1 answer.
+            Stall::PartialPreface | Stall::H2Body => {
+                assert!(
+                    !answer.starts_with("HTTP/1.1"),
+                    "{name}: {stall:?}: {answer}"
+                );
+            }
         }
     }
 
     let (printed, _) = example.stop().await;
-    assert_eq!(printed.len(), 1, "{name}: {printed:?}");
-    assert_eq!(printed[0]["message_id"], "real", "{name}: {printed:?}");
+    let ids: Vec<_> = printed.iter().map(|l| l["message_id"].clone()).collect();
+    assert_eq!(ids, ["real", "real-h2"], "{name}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,7 +360,7 @@ fn admitted_line<'a>(logs: &'a str, message_id: &str) -> &'a str {
 }
 
 /// In process, under the axum layer: the client is the socket peer unless the peer is a
-/// trusted proxy; then the rightmost untrusted hop of the one forwarded header named. A
+/// trusted proxy (one address, or in a trusted range); then the rightmost untrusted hop of the one forwarded header named. A
 /// forwarded header is never read by default, nor from an untrusted peer.
 #[tokio::test(flavor = "current_thread")]
 async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
@@ -292,7 +397,16 @@ async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
         }
     };
     let by_default = Receiver::new(test_verifier());
-    let local = || ["127.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+    // One address, and ranges: IPv4, IPv6, and IPv4-mapped IPv6 (compared as IPv4).
+    let local = || {
+        [
+            "127.0.0.1/32",
+            "10.0.0.0/8",
+            "fd00::/8",
+            "::ffff:192.168.0.0/112",
+        ]
+        .map(|range| range.parse::<aisoule_webhooks::receiver::IpNet>().unwrap())
+    };
     let xff = Receiver::builder(test_verifier())
         .trusted_proxies(ForwardedHeader::XForwardedFor, local())
         .build()
@@ -314,6 +428,49 @@ async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
             ("x-forwarded-for", "10.0.0.2"),
             ("forwarded", "for=6.6.6.6"),
         ],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "through-a-range",
+        "10.1.2.3:50000",
+        &[("x-forwarded-for", "6.6.6.6, 198.51.100.8, 10.200.0.1")],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "ipv6-range",
+        "[fd12::5]:50000",
+        &[("x-forwarded-for", "203.0.113.9")],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "mapped-range",
+        "192.168.7.7:50000",
+        &[("x-forwarded-for", "203.0.113.10")],
+    )
+    .await;
+    // Just outside each range: the peer itself.
+    send(
+        xff.clone(),
+        "outside-v4",
+        "11.0.0.1:50000",
+        &[("x-forwarded-for", "6.6.6.6")],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "outside-v6",
+        "[fe00::1]:50000",
+        &[("x-forwarded-for", "6.6.6.6")],
+    )
+    .await;
+    send(
+        xff.clone(),
+        "outside-mapped",
+        "192.169.0.1:50000",
+        &[("x-forwarded-for", "6.6.6.6")],
     )
     .await;
     send(
@@ -343,6 +500,12 @@ async fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_it() {
         ("untrusted-peer", "198.51.100.7"),
         ("no-header", "127.0.0.1"),
         ("two-proxies", "198.51.100.7"),
+        ("through-a-range", "198.51.100.8"),
+        ("ipv6-range", "203.0.113.9"),
+        ("mapped-range", "203.0.113.10"),
+        ("outside-v4", "11.0.0.1"),
+        ("outside-v6", "fe00::1"),
+        ("outside-mapped", "192.169.0.1"),
         ("rfc7239", "2001:db8::1"),
         ("unknown-hop", "10.0.0.2"),
     ] {
@@ -358,7 +521,8 @@ async fn the_example_logs_the_client(name: &str) {
     for (env, forwarded_for, expected) in [
         (&[][..], "6.6.6.6", "127.0.0.1"),
         (
-            &[("AISOULE_TRUSTED_PROXIES", "127.0.0.1,::1")][..],
+            // A range, and a bare address.
+            &[("AISOULE_TRUSTED_PROXIES", "127.0.0.0/8,::1")][..],
             "198.51.100.7",
             "198.51.100.7",
         ),
