@@ -3,7 +3,36 @@
 //! The enums are `#[non_exhaustive]` and carry no third-party types, so new failure modes and
 //! dependency upgrades are not breaking changes.
 
+use std::fmt;
+
 use thiserror::Error;
+
+/// An error and every source under it, on one line: `signature rejected: the signature
+/// header is missing`.
+///
+/// The crate's errors never repeat their source in their own message (so that a reporter
+/// that walks the chain prints each cause once); this is that walk, for a log line.
+///
+/// ```
+/// use aisoule_webhooks::{Event, error::chain};
+/// let error = Event::parse(b"{").unwrap_err();
+/// assert!(chain(&error).to_string().starts_with("$: the body is not JSON: EOF"));
+/// ```
+pub fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl fmt::Display + 'a {
+    struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+    impl fmt::Display for Chain<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut source = self.0.source();
+            while let Some(cause) = source {
+                write!(f, ": {cause}")?;
+                source = cause.source();
+            }
+            Ok(())
+        }
+    }
+    Chain(error)
+}
 
 /// A secret could not be built from the given string.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

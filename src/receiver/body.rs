@@ -106,9 +106,7 @@ where
             return Err(Rejection::PayloadTooLarge { limit });
         }
         Err(error) => {
-            return Err(Rejection::BodyUnreadable {
-                reason: error.to_string(),
-            });
+            return Err(Rejection::BodyUnreadable { source: error });
         }
     };
     match encoding {
@@ -126,7 +124,7 @@ fn decode(decoder: impl Read, limit: usize) -> Result<Bytes, Rejection> {
         .take(limit as u64 + 1)
         .read_to_end(&mut decoded)
         .map_err(|error| Rejection::BodyUnreadable {
-            reason: format!("the body could not be decoded: {error}"),
+            source: error.into(),
         })?;
     if decoded.len() > limit {
         return Err(Rejection::PayloadTooLarge { limit });

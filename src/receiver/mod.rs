@@ -614,11 +614,14 @@ fn report(admission: &Result<Admission, Rejection>) {
         // the platform will retry): info, so that probes do not fill the warnings.
         Err(rejection @ (Rejection::InFlight | Rejection::MethodNotAllowed { .. })) => {
             span.record("outcome", rejection.outcome());
+            let rejection = crate::error::chain(rejection);
             tracing::info!(%rejection, "delivery not handed to the handler");
         }
         Err(rejection) => {
             span.record("outcome", rejection.outcome());
-            tracing::warn!(%rejection, status = %rejection.status(), "delivery rejected");
+            let status = rejection.status();
+            let rejection = crate::error::chain(rejection);
+            tracing::warn!(%rejection, %status, "delivery rejected");
         }
     }
 }

@@ -34,16 +34,17 @@ pub enum Rejection {
         limit: usize,
     },
     /// The body could not be read, or could not be decoded (400).
-    #[error("the body could not be read: {reason}")]
+    #[error("the body could not be read or decoded")]
     BodyUnreadable {
-        /// What went wrong.
-        reason: String,
+        /// What the body stream or the decoder reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// The signature did not verify (401).
-    #[error("signature rejected: {0}")]
+    #[error("signature rejected")]
     Signature(#[from] VerifyError),
     /// The verified body is not an AISoule event (400).
-    #[error("not an AISoule event: {0}")]
+    #[error("not an AISoule event")]
     Parse(#[from] ParseError),
     /// The event's timestamp is outside the replay tolerance: a replay, or a badly wrong clock
     /// (400).
@@ -69,7 +70,7 @@ pub enum Rejection {
     #[error("another delivery of this event is being handled")]
     InFlight,
     /// The idempotency store could not answer (503 with `Retry-After`, so the platform retries).
-    #[error("the idempotency store failed: {0}")]
+    #[error("the idempotency store failed")]
     Store(#[from] DedupError),
     /// Inbox mode: the delivery could not be stored (503 with `Retry-After`, so the platform
     /// sends it again).

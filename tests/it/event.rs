@@ -508,3 +508,39 @@ fn every_key_that_decides_dispatch_dedup_or_freshness_may_appear_only_once() {
         );
     }
 }
+
+/// Every error prints its own cause once: `Display` never repeats what `source()` returns, so
+/// a reporter that walks the chain (as `error::chain` and the receiver's log line do) names
+/// each cause exactly once.
+#[test]
+fn errors_print_each_cause_once() {
+    use aisoule_webhooks::error::{TimestampError, VerifyError, chain};
+    use aisoule_webhooks::{Rejection, error::PayloadError};
+
+    let cases: Vec<Box<dyn std::error::Error>> = vec![
+        Box::new(Rejection::from(VerifyError::Missing)),
+        Box::new(Rejection::from(Event::parse(b"{").unwrap_err())),
+        Box::new(Rejection::UnreadableTimestamp {
+            reason: TimestampError::NotRfc3339,
+        }),
+        Box::new(Event::parse(b"[1,").unwrap_err()),
+        Box::new(PayloadError::Unreadable {
+            source: serde_json::from_slice::<Value>(b"{").unwrap_err().into(),
+        }),
+    ];
+    for error in &cases {
+        let source = error.source().expect("each case has a source");
+        assert!(
+            !error.to_string().contains(&source.to_string()),
+            "{error} repeats {source}"
+        );
+        let line = chain(error.as_ref()).to_string();
+        assert_eq!(line.matches(&source.to_string()).count(), 1, "{line}");
+        assert!(line.starts_with(&error.to_string()), "{line}");
+    }
+    assert_eq!(
+        chain(&Rejection::from(VerifyError::Missing)).to_string(),
+        "signature rejected: no signature: neither X-Webhook-Signature nor X-AISoule-Signature \
+         is present"
+    );
+}

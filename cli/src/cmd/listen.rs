@@ -248,7 +248,10 @@ impl Listener {
             return format!("signature: {e}");
         }
         match Event::parse(body) {
-            Err(e) => format!("not an AISoule event: {e}"),
+            Err(e) => format!(
+                "not an AISoule event: {}",
+                aisoule_webhooks::error::chain(&e)
+            ),
             Ok(event) => match event.timestamp() {
                 Some(at) if age(at) > self.receiver.replay_tolerance() => format!(
                     "stale: the event's timestamp {} is {} s from now, beyond the {} s tolerance (--tolerance)",

@@ -281,7 +281,8 @@ fn event_summary(body: &[u8], notes: &mut Vec<String>, valid: bool) -> Option<Va
         Err(e) => {
             if valid {
                 notes.push(format!(
-                    "a receiver would answer 400: not an AISoule event: {e}"
+                    "a receiver would answer 400: not an AISoule event: {}",
+                    aisoule_webhooks::error::chain(&e)
                 ));
             }
             return None;
