@@ -113,8 +113,8 @@ impl fmt::Display for DedupKey {
 
 /// Proof of one claim, so that only its owner can renew, commit or release it.
 ///
-/// Tokens are 128 random bits, chosen by the [`Deduplicator`] *before* it asks the store, so
-/// that a claim whose request was cancelled mid-flight can still be released by its token.
+/// Tokens are chosen by the [`Deduplicator`] *before* it asks the store, so that a claim whose
+/// request was cancelled mid-flight can still be released by its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClaimToken(u128);
 
@@ -124,17 +124,32 @@ impl ClaimToken {
         Self(value)
     }
 
-    /// A fresh random token: unique among live claims on every replica sharing a store.
+    /// A fresh token, unique among live claims on every replica sharing a store: a random
+    /// 64-bit prefix drawn once per process, then a counter.
+    ///
+    /// A token needs to be unique, not secret (only code holding the store can use one), so
+    /// one draw from the operating system serves every claim: a kernel call per delivery was
+    /// the receive path's one syscall. Two replicas share a prefix with odds of 2^-64.
     ///
     /// # Errors
     ///
-    /// [`DedupError::Unavailable`] when the operating system has no randomness to give.
-    pub fn random() -> Result<Self, DedupError> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| DedupError::Unavailable {
-            reason: format!("no randomness for a claim token: {e}"),
-        })?;
-        Ok(Self(u128::from_le_bytes(bytes)))
+    /// [`DedupError::Unavailable`] when the operating system has no randomness to give for
+    /// the first token.
+    pub fn unique() -> Result<Self, DedupError> {
+        static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let prefix = match PREFIX.get() {
+            Some(prefix) => *prefix,
+            None => {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes).map_err(|e| DedupError::Unavailable {
+                    reason: format!("no randomness for claim tokens: {e}"),
+                })?;
+                *PREFIX.get_or_init(|| u64::from_le_bytes(bytes))
+            }
+        };
+        let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Self(u128::from(prefix) << 64 | u128::from(count)))
     }
 
     /// The token's value.
@@ -502,7 +517,7 @@ impl Deduplicator {
     pub async fn claim_key(&self, key: DedupKey) -> Result<Claim, DedupError> {
         // The guard exists before the store is asked: if this future is dropped while the
         // store is answering, the guard's drop releases whatever the claim did, by its token.
-        let token = ClaimToken::random()?;
+        let token = ClaimToken::unique()?;
         let mut guard = ClaimGuard {
             store: Some(Arc::clone(&self.store)),
             key,

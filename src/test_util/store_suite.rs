@@ -208,7 +208,7 @@ pub async fn a_claim_cancelled_after_it_took_effect_is_released_by_its_token(
 ) {
     let store = backend.store();
     let key = dedup(backend).key_for(&event("message.incoming", "suite.6"));
-    let token = crate::dedup::ClaimToken::random().expect("randomness");
+    let token = crate::dedup::ClaimToken::unique().expect("randomness");
     store
         .claim(&key, token, backend.lease())
         .await

@@ -416,3 +416,16 @@ fn random_interleavings_handle_each_key_exactly_once_on_redis() {
         })
         .unwrap();
 }
+
+/// Claim tokens are unique within a process (a counter) and share one per-process prefix, so
+/// that a claim costs no call to the kernel's random source.
+#[test]
+fn claim_tokens_are_unique_and_share_a_per_process_prefix() {
+    use aisoule_webhooks::dedup::ClaimToken;
+    let tokens: Vec<u128> = (0..1000)
+        .map(|_| ClaimToken::unique().unwrap().value())
+        .collect();
+    let distinct: std::collections::HashSet<_> = tokens.iter().collect();
+    assert_eq!(distinct.len(), tokens.len());
+    assert!(tokens.iter().all(|t| t >> 64 == tokens[0] >> 64));
+}
