@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use super::head::from_json;
 use super::kind::{DeliveryStatus, EventKind, MessageType};
 use super::phone::PhoneNumber;
 use crate::error::PayloadError;
@@ -263,7 +264,7 @@ fn data_value(raw: &[u8]) -> Value {
         data: Value,
     }
     // The head has already read these bytes as a JSON object.
-    serde_json::from_slice::<DataOnly>(raw).map_or(Value::Null, |body| body.data)
+    from_json::<DataOnly>(raw).map_or(Value::Null, |body| body.data)
 }
 
 /// Reads a body's `data` into the wire struct `W`.
@@ -274,7 +275,7 @@ fn read_data<'a, W: Deserialize<'a>>(raw: &'a [u8]) -> Result<W, PayloadError> {
         #[serde(default)]
         data: Data<W>,
     }
-    match serde_json::from_slice::<DataOf<W>>(raw) {
+    match from_json::<DataOf<W>>(raw) {
         Ok(DataOf {
             data: Data::Object(wire),
         }) => Ok(wire),
@@ -930,5 +931,5 @@ pub(super) fn top_level_extra(raw: &[u8]) -> Map<String, Value> {
 
 /// A body already read by the head, read again as `T`.
 fn read_whole<T: DeserializeOwned>(raw: &[u8]) -> Option<T> {
-    serde_json::from_slice(raw).ok()
+    from_json(raw).ok()
 }
