@@ -412,6 +412,29 @@ async fn the_redis_store_shows_its_settings_and_refuses_a_zero_timeout() {
     ));
 }
 
+/// A duplicate or in-flight answer sends the store no release: that claim never took
+/// effect, and on Redis each release is a round trip, one per redelivery. A dropped fresh
+/// claim does send one.
+#[tokio::test]
+async fn duplicate_and_in_flight_answers_send_the_store_no_release() {
+    let store = Arc::new(crate::support::CountingStore::default());
+    let dedup = Deduplicator::from_arc(store.clone());
+    let e = event("message.incoming", "wamid.released");
+    let held = fresh(dedup.claim(&e).await.unwrap());
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::InFlight));
+    held.commit().await.unwrap();
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
+    assert_eq!(store.releases(), 0);
+
+    drop(fresh(
+        dedup
+            .claim(&event("message.incoming", "wamid.dropped"))
+            .await
+            .unwrap(),
+    ));
+    assert_eq!(store.releases(), 1);
+}
+
 #[test]
 fn keys_and_configuration() {
     let dedup = Deduplicator::in_memory();
