@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use zeroize::Zeroizing;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::error::SecretError;
 
@@ -15,7 +15,8 @@ use crate::error::SecretError;
 ///
 /// * `Debug` prints `[redacted]`; there is deliberately no `Display` and no `Serialize`, so a
 ///   secret cannot end up in a log line or a JSON dump by accident.
-/// * The bytes are zeroized when the value is dropped.
+/// * The bytes are zeroized when the value is dropped: it implements [`ZeroizeOnDrop`], so
+///   code that requires that bound accepts it.
 ///
 /// ```
 /// use aisoule_webhooks::WebhookSecret;
@@ -88,6 +89,15 @@ impl WebhookSecret {
         &self.bytes
     }
 }
+
+/// Honest because the one field zeroizes itself on drop; the check below stops the build if
+/// that field's type ever changes to one that does not.
+impl ZeroizeOnDrop for WebhookSecret {}
+
+const _: fn(&WebhookSecret) = |secret| {
+    fn zeroizes_on_drop<T: ZeroizeOnDrop>(_: &T) {}
+    zeroizes_on_drop(&secret.bytes);
+};
 
 impl fmt::Debug for WebhookSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

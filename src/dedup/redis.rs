@@ -16,6 +16,7 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
 use super::{ClaimToken, DedupKey, IdempotencyStore, StoreClaim, StoreFuture};
-use crate::error::DedupError;
+use crate::error::{ConfigError, DedupError};
 
 const DONE: &str = "done";
 
@@ -73,12 +74,13 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| {
 /// Idempotency claims in Redis, shared by every replica.
 ///
 /// It uses the `redis` crate's tokio [`ConnectionManager`], which reconnects on its own
-/// after the server goes away. While the server is unreachable every call returns
+/// after the server goes away. While the server is unreachable, or hung, every call returns
 /// [`DedupError::Unavailable`], which the integrations answer with 503 so the platform retries.
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
     prefix: Arc<str>,
+    operation_timeout: Duration,
     runtime: Option<tokio::runtime::Handle>,
 }
 
@@ -86,6 +88,7 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("operation_timeout", &self.operation_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +96,12 @@ impl fmt::Debug for RedisStore {
 impl RedisStore {
     /// The prefix of every key this store writes. Defaults to `aisoule-webhooks:`.
     pub const DEFAULT_PREFIX: &'static str = "aisoule-webhooks:";
+
+    /// How long one store operation may take, whatever the connection does meanwhile: 2 s.
+    /// A script's first run takes two round trips (`EVALSHA`, then `EVAL` when the server
+    /// does not know it yet), each bounded by [`connect`](Self::connect)'s 1 s response
+    /// timeout; and 2 s leave the handler 3 s of the platform's 5 s deadline.
+    pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 
     /// Connects to `url` (`redis://host:port/db`), with a 1 s connection timeout and a 1 s
     /// response timeout, so that a dead server yields a 503 well within the platform's 5 s
@@ -114,15 +123,42 @@ impl RedisStore {
         Ok(Self::from_connection_manager(connection))
     }
 
-    /// Uses a connection manager you configured yourself.
+    /// Uses a connection manager you configured yourself. Whatever its timeouts, each store
+    /// operation still ends within [`RedisStore::DEFAULT_OPERATION_TIMEOUT`] (see
+    /// [`with_operation_timeout`](Self::with_operation_timeout)).
     ///
     /// Call it inside a tokio runtime: a dropped claim guard releases its key on that runtime.
     pub fn from_connection_manager(connection: ConnectionManager) -> Self {
         Self {
             connection,
             prefix: Self::DEFAULT_PREFIX.into(),
+            operation_timeout: Self::DEFAULT_OPERATION_TIMEOUT,
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
+    }
+
+    /// Bounds each store operation (claim, renew, commit, release) by `timeout` instead of
+    /// [`RedisStore::DEFAULT_OPERATION_TIMEOUT`]. A server that accepts connections but does
+    /// not answer (stopped, swapped out, stuck in a slow script) then costs a delivery at most
+    /// `timeout` before its 503, instead of the platform's whole 5 s deadline, after which the
+    /// platform counts a failure whatever the answer.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroDuration`] for a zero timeout, which would fail every operation.
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        if timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration {
+                setting: "the Redis operation timeout",
+            });
+        }
+        self.operation_timeout = timeout;
+        Ok(self)
+    }
+
+    /// The bound on each store operation.
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
     }
 
     /// Writes keys under `prefix` instead of [`RedisStore::DEFAULT_PREFIX`].
@@ -137,6 +173,20 @@ impl RedisStore {
 }
 
 impl RedisStore {
+    /// Awaits `operation` for at most the operation timeout, mapping both ways of failing to
+    /// [`DedupError::Unavailable`].
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, DedupError> {
+        match tokio::time::timeout(self.operation_timeout, operation).await {
+            Ok(answer) => answer.map_err(unavailable),
+            Err(_elapsed) => Err(DedupError::Unavailable {
+                reason: format!("Redis did not answer within {:?}", self.operation_timeout),
+            }),
+        }
+    }
+
     /// Runs a script that changes `key` for `duration` only while `token` owns it (renew and
     /// commit), answering 1 when it did.
     async fn while_owned(
@@ -147,14 +197,16 @@ impl RedisStore {
         duration: Duration,
     ) -> Result<(), DedupError> {
         let mut connection = self.connection.clone();
-        let changed: i64 = script
-            .key(self.redis_key(key))
-            .arg(token_text(token))
-            .arg(px_millis(duration))
-            .arg(DONE)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
+        let changed: i64 = self
+            .bounded(
+                script
+                    .key(self.redis_key(key))
+                    .arg(token_text(token))
+                    .arg(px_millis(duration))
+                    .arg(DONE)
+                    .invoke_async(&mut connection),
+            )
+            .await?;
         match changed {
             1 => Ok(()),
             _ => Err(DedupError::LeaseLost {
@@ -188,14 +240,16 @@ impl IdempotencyStore for RedisStore {
     ) -> StoreFuture<'a, StoreClaim> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let answer: i64 = CLAIM
-                .key(self.redis_key(key))
-                .arg(token_text(token))
-                .arg(px_millis(lease))
-                .arg(DONE)
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
+            let answer: i64 = self
+                .bounded(
+                    CLAIM
+                        .key(self.redis_key(key))
+                        .arg(token_text(token))
+                        .arg(px_millis(lease))
+                        .arg(DONE)
+                        .invoke_async(&mut connection),
+                )
+                .await?;
             match answer {
                 0 => Ok(StoreClaim::Acquired),
                 1 => Ok(StoreClaim::Completed),
@@ -228,12 +282,14 @@ impl IdempotencyStore for RedisStore {
     fn release<'a>(&'a self, key: &'a DedupKey, token: ClaimToken) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let _freed: i64 = RELEASE
-                .key(self.redis_key(key))
-                .arg(token_text(token))
-                .invoke_async(&mut connection)
-                .await
-                .map_err(unavailable)?;
+            let _freed: i64 = self
+                .bounded(
+                    RELEASE
+                        .key(self.redis_key(key))
+                        .arg(token_text(token))
+                        .invoke_async(&mut connection),
+                )
+                .await?;
             Ok(())
         })
     }

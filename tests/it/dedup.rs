@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aisoule_webhooks::clock::ManualClock;
-use aisoule_webhooks::dedup::{Claim, ClaimGuard, Deduplicator, IdempotencyStore, MemoryStore};
+use aisoule_webhooks::dedup::{
+    Claim, ClaimGuard, ClaimToken, DedupKey, Deduplicator, IdempotencyStore, MemoryStore,
+    StoreClaim,
+};
 use aisoule_webhooks::test_util::store_suite::StoreUnderTest;
 use aisoule_webhooks::{ConfigError, DedupError, Event};
 use proptest::prelude::*;
@@ -159,23 +162,30 @@ both_stores!(
     hundred_concurrent_claims_give_exactly_one_fresh,
 );
 
+/// Full, it holds exactly its capacity, never more, and counts every eviction: the shards'
+/// sizes add up to the capacity, also when it does not divide evenly over the 16 shards.
+/// (1 000 keys fill every shard of 70: each gets about 62.)
 #[tokio::test]
 async fn the_memory_store_never_grows_past_its_capacity_and_counts_evictions() {
-    let store = Arc::new(MemoryStore::with_capacity(NonZeroUsize::new(64).unwrap()));
-    let dedup = Deduplicator::from_arc(store.clone());
-    for i in 0..1_000 {
-        let guard = fresh(
-            dedup
-                .claim(&event("message.incoming", &format!("m{i}")))
-                .await
-                .unwrap(),
-        );
-        guard.commit().await.unwrap();
-        assert!(store.len() <= 64);
+    for capacity in [64, 70] {
+        let store = Arc::new(MemoryStore::with_capacity(
+            NonZeroUsize::new(capacity).unwrap(),
+        ));
+        let dedup = Deduplicator::from_arc(store.clone());
+        for i in 0..1_000 {
+            let guard = fresh(
+                dedup
+                    .claim(&event("message.incoming", &format!("m{i}")))
+                    .await
+                    .unwrap(),
+            );
+            guard.commit().await.unwrap();
+            assert!(store.len() <= capacity);
+        }
+        assert_eq!(store.capacity(), capacity);
+        assert_eq!(store.len(), capacity, "every shard is full");
+        assert_eq!(store.evictions(), 1_000 - capacity as u64);
     }
-    assert_eq!(store.capacity(), 64);
-    assert_eq!(store.evictions(), 1_000 - store.len() as u64);
-    assert!(store.evictions() >= 1_000 - 64);
 }
 
 #[cfg(feature = "redis")]
@@ -231,6 +241,205 @@ async fn store_errors_fail_closed_unless_opted_out() {
     let guard = fresh(open.claim(&e).await.unwrap());
     assert!(!guard.is_guarded());
     guard.commit().await.unwrap();
+}
+
+/// What a guard says about itself: its key prints as its text (logs and `LeaseLost` name it
+/// so), it is backed by the store, it carries the deduplicator's lease (what `renew` extends
+/// to), and its `Debug` names key and state but not its token, the proof that lets its holder
+/// commit or free it.
+#[tokio::test]
+async fn a_guard_reports_its_key_lease_and_state_but_not_its_token() {
+    let lease = Duration::from_secs(7);
+    let dedup = Deduplicator::in_memory().with_lease(lease).unwrap();
+    let guard = fresh(
+        dedup
+            .claim(&event("message.read", "m-debug"))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(guard.key().to_string(), "0::12:message.read:id:m-debug");
+    assert!(guard.is_guarded());
+    assert_eq!(guard.lease(), lease);
+    assert_eq!(
+        format!("{guard:?}"),
+        r#"ClaimGuard { key: DedupKey("0::12:message.read:id:m-debug"), held: true, guarded: true }"#
+    );
+}
+
+/// The memory store's lease and TTL end at exactly their length, to the millisecond: a key
+/// is held one millisecond before and free at the end. A stale owner may commit a key whose
+/// newer claim has just expired (nobody holds it), not one millisecond earlier.
+#[tokio::test]
+async fn the_memory_store_ends_leases_and_ttls_at_exactly_their_length() {
+    let clock = Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000),
+    ));
+    let store = MemoryStore::new().with_clock(clock.clone());
+    let (stale, newer, later) = (ClaimToken::new(1), ClaimToken::new(2), ClaimToken::new(3));
+    let key = DedupKey::from_string("boundary");
+    let (lease, ttl, ms) = (
+        Duration::from_secs(10),
+        Duration::from_secs(100),
+        Duration::from_millis(1),
+    );
+    assert!(store.is_empty());
+
+    assert_eq!(
+        store.claim(&key, stale, lease).await,
+        Ok(StoreClaim::Acquired)
+    );
+    assert!(!store.is_empty());
+    clock.advance(lease - ms);
+    assert_eq!(
+        store.claim(&key, newer, lease).await,
+        Ok(StoreClaim::InFlight)
+    );
+    clock.advance(ms);
+    assert_eq!(
+        store.claim(&key, newer, lease).await,
+        Ok(StoreClaim::Acquired)
+    );
+
+    clock.advance(lease - ms);
+    assert!(matches!(
+        store.commit(&key, stale, ttl).await,
+        Err(DedupError::LeaseLost { .. })
+    ));
+    clock.advance(ms);
+    assert_eq!(store.commit(&key, stale, ttl).await, Ok(()));
+
+    clock.advance(ttl - ms);
+    assert_eq!(
+        store.claim(&key, later, lease).await,
+        Ok(StoreClaim::Completed)
+    );
+    clock.advance(ms);
+    assert_eq!(
+        store.claim(&key, later, lease).await,
+        Ok(StoreClaim::Acquired)
+    );
+}
+
+/// `Debug` shows the settings an operator checks (store, lease, TTL, namespace, key function,
+/// fail-open), and the getters return them.
+#[test]
+fn a_deduplicator_shows_its_settings() {
+    let plain = Deduplicator::in_memory();
+    assert_eq!(plain.namespace(), None);
+    assert_eq!(
+        format!("{plain:?}"),
+        "Deduplicator { store: MemoryStore { capacity: 100000, shards: 16, evictions: 0, .. }, \
+         lease: 60s, ttl: 86400s, namespace: None, custom_key_fn: false, fail_open: false }"
+    );
+    let named = Deduplicator::in_memory()
+        .with_namespace("crm")
+        .unwrap()
+        .with_key_fn(|e| e.kind().to_string())
+        .fail_open_on_store_error();
+    assert_eq!(named.namespace(), Some("crm"));
+    let debug = format!("{named:?}");
+    assert!(
+        debug.ends_with(r#"namespace: Some("crm"), custom_key_fn: true, fail_open: true }"#),
+        "{debug}"
+    );
+}
+
+/// The operation timeout bounds every call on a hung server (SIGSTOP: the socket accepts,
+/// nothing answers), even over a connection that has no response timeout of its own: the
+/// call fails as unavailable (a 503) instead of waiting for the server.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operation_timeout_bounds_calls_to_a_hung_redis_on_any_connection() {
+    use aisoule_webhooks::dedup::redis::RedisStore;
+    use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let client = redis::Client::open(server.url()).unwrap();
+    let unbounded = ConnectionManagerConfig::new().set_response_timeout(None);
+    let connection = ConnectionManager::new_with_config(client, unbounded)
+        .await
+        .unwrap();
+    let timeout = Duration::from_millis(300);
+    let dedup = Deduplicator::new(
+        RedisStore::from_connection_manager(connection)
+            .with_operation_timeout(timeout)
+            .unwrap(),
+    );
+    // Loads the claim script while the server answers.
+    let warm = fresh(
+        dedup
+            .claim(&event("message.incoming", "wamid.warm"))
+            .await
+            .unwrap(),
+    );
+    warm.commit().await.unwrap();
+
+    server.pause();
+    let hung = event("message.incoming", "wamid.hung");
+    let answer = tokio::time::timeout(timeout + Duration::from_secs(2), dedup.claim(&hung)).await;
+    server.resume();
+    let answer = answer.expect("the claim ends within the operation timeout");
+    assert!(
+        matches!(answer, Err(DedupError::Unavailable { .. })),
+        "{answer:?}"
+    );
+}
+
+/// The Redis store's settings: `Debug` names its prefix and operation timeout (never the URL,
+/// which may hold a password), and a zero operation timeout is refused.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_shows_its_settings_and_refuses_a_zero_timeout() {
+    use aisoule_webhooks::dedup::redis::RedisStore;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    assert_eq!(
+        store.operation_timeout(),
+        RedisStore::DEFAULT_OPERATION_TIMEOUT
+    );
+    assert_eq!(
+        format!("{store:?}"),
+        r#"RedisStore { prefix: "aisoule-webhooks:", operation_timeout: 2s, .. }"#
+    );
+    let store = store
+        .with_prefix("crm:")
+        .with_operation_timeout(Duration::from_millis(300))
+        .unwrap();
+    assert_eq!(store.operation_timeout(), Duration::from_millis(300));
+    assert_eq!(
+        format!("{store:?}"),
+        r#"RedisStore { prefix: "crm:", operation_timeout: 300ms, .. }"#
+    );
+    assert!(matches!(
+        store.with_operation_timeout(Duration::ZERO),
+        Err(ConfigError::ZeroDuration { .. })
+    ));
+}
+
+/// A duplicate or in-flight answer sends the store no release: that claim never took
+/// effect, and on Redis each release is a round trip, one per redelivery. A dropped fresh
+/// claim does send one.
+#[tokio::test]
+async fn duplicate_and_in_flight_answers_send_the_store_no_release() {
+    let store = Arc::new(crate::support::CountingStore::default());
+    let dedup = Deduplicator::from_arc(store.clone());
+    let e = event("message.incoming", "wamid.released");
+    let held = fresh(dedup.claim(&e).await.unwrap());
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::InFlight));
+    held.commit().await.unwrap();
+    assert!(matches!(dedup.claim(&e).await.unwrap(), Claim::Duplicate));
+    assert_eq!(store.releases(), 0);
+
+    drop(fresh(
+        dedup
+            .claim(&event("message.incoming", "wamid.dropped"))
+            .await
+            .unwrap(),
+    ));
+    assert_eq!(store.releases(), 1);
 }
 
 #[test]

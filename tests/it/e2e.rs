@@ -671,6 +671,54 @@ pub(crate) async fn a_handler_longer_than_its_lease_is_not_started_twice_on_redi
     .await;
 }
 
+/// A hung Redis (SIGSTOP: its socket still accepts, nothing answers) is a 503 with
+/// `Retry-After` within the store's operation timeout, not a request held past the platform's
+/// 5 s deadline; once the server runs again (SIGCONT) the next delivery is handled.
+#[cfg(feature = "redis")]
+pub(crate) async fn a_hung_redis_is_503_within_the_operation_timeout_and_recovers<F: Framework>() {
+    let Some(redis) = crate::redis_server::RedisServer::start() else {
+        return;
+    };
+    let store = aisoule_webhooks::dedup::redis::RedisStore::connect(&redis.url())
+        .await
+        .unwrap();
+    // The margin covers a loopback request on a busy machine, not the store.
+    let bound = store.operation_timeout() + Duration::from_secs(1);
+    let server = start::<F>(test_receiver_with(Deduplicator::new(store))).await;
+    // Loads the scripts, so that the hung request is the usual single round trip.
+    assert_eq!(
+        post(&server.url(), &message(Dialect::Help, "hung-0"))
+            .await
+            .0,
+        200
+    );
+
+    redis.pause();
+    let delivery = message(Dialect::Help, "hung-1");
+    let request = reqwest::Client::new()
+        .post(server.url())
+        .header("x-webhook-signature", delivery.signature_value())
+        .body(delivery.body().clone())
+        .send();
+    let answered = tokio::time::timeout(bound, request).await;
+    redis.resume();
+    let response = answered
+        .unwrap_or_else(|_| panic!("no answer within {bound:?} from a hung Redis"))
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "10");
+
+    let (status, body) = post(&server.url(), &message(Dialect::Help, "hung-2")).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    let handled: Vec<_> = server
+        .recorder
+        .handled()
+        .into_iter()
+        .filter_map(|h| h.message_id)
+        .collect();
+    assert_eq!(handled, ["hung-0", "hung-2"]);
+}
+
 pub(crate) async fn a_panicking_handler_is_500_and_its_retry_runs<F: Framework>() {
     let server = start::<F>(test_receiver()).await;
     let delivery = message(Dialect::Help, "panic-once-1");
@@ -1015,6 +1063,7 @@ macro_rules! e2e_cases {
         #[cfg(feature = "redis")]
         e2e_cases!(@cases $framework;
             a_handler_longer_than_its_lease_is_not_started_twice_on_redis,
+            a_hung_redis_is_503_within_the_operation_timeout_and_recovers,
         );
     };
     (@cases $framework:ty; $($case:ident),* $(,)?) => {

@@ -354,6 +354,18 @@ fn receiver_settings_are_checked_once_when_built() {
     ));
 }
 
+/// An app whose handler takes `run_time`, then answers 200.
+fn sleeping_app(receiver: Receiver, run_time: Duration) -> Router {
+    Router::new().route(
+        "/webhook",
+        post(move |_: VerifiedEvent| async move {
+            tokio::time::sleep(run_time).await;
+            StatusCode::OK
+        })
+        .layer(WebhookLayer::new(receiver)),
+    )
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_handler_running_past_the_slow_handler_warning_is_logged_and_not_cancelled() {
     let logs = CapturedLogs::default();
@@ -365,14 +377,7 @@ async fn a_handler_running_past_the_slow_handler_warning_is_logged_and_not_cance
         .slow_handler_warning(Duration::from_secs(3))
         .build()
         .unwrap();
-    let app = Router::new().route(
-        "/webhook",
-        post(|_: VerifiedEvent| async {
-            tokio::time::sleep(Duration::from_secs(4)).await;
-            StatusCode::OK
-        })
-        .layer(WebhookLayer::new(receiver)),
-    );
+    let app = sleeping_app(receiver, Duration::from_secs(4));
     let delivery = message(Dialect::Help, "slow-warning-1");
     let response = app
         .oneshot(delivery.http_request("/webhook"))
@@ -388,6 +393,38 @@ async fn a_handler_running_past_the_slow_handler_warning_is_logged_and_not_cance
         warning.contains("WARN") && warning.contains("slow-warning-1"),
         "{warning}"
     );
+}
+
+/// While a handler runs, its claim is renewed every half lease (no more often: each renewal
+/// is a store round trip), and a handler that ends before the slow-handler warning is not
+/// warned about. The clock is paused, so the test waits for nothing.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_running_handler_renews_its_claim_every_half_lease_and_a_quick_one_is_not_warned() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let store = Arc::new(crate::support::CountingStore::default());
+    let receiver = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+        .clock(Arc::new(aisoule_webhooks::clock::ManualClock::new(
+            crate::e2e::test_now(),
+        )))
+        .deduplicator(
+            Deduplicator::from_arc(store.clone())
+                .with_lease(Duration::from_secs(10))
+                .unwrap(),
+        )
+        .slow_handler_warning(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let app = sleeping_app(receiver, Duration::from_secs(26));
+    let delivery = message(Dialect::Help, "renewed-1");
+    let response = app
+        .oneshot(delivery.http_request("/webhook"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(store.renewals(), 5, "renewed at 5, 10, 15, 20 and 25 s");
+    let text = logs.text();
+    assert!(!text.contains("still running"), "{text}");
 }
 
 #[tokio::test]

@@ -105,6 +105,8 @@ async fn send(app: &Router, delivery: &Delivery) -> (StatusCode, String) {
 /// the redelivery, which is a duplicate.
 #[tokio::test]
 async fn a_204_commits_the_claim_like_a_200() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
     let calls = Arc::new(AtomicUsize::new(0));
     let app = counting_app(StatusCode::NO_CONTENT, calls.clone());
     let delivery = message_at("no-content-1", test_now());
@@ -114,6 +116,17 @@ async fn a_204_commits_the_claim_like_a_200() {
         (StatusCode::OK, r#"{"status":"duplicate"}"#.to_owned())
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // It says (at debug) that the platform, which counts only 200, will deliver it again.
+    let said = |logs: &CapturedLogs| logs.text().matches("other than 200").count();
+    assert_eq!(said(&logs), 1, "{}", logs.text());
+
+    // A 200, or a failure, says nothing of the kind.
+    for status in [StatusCode::OK, StatusCode::INTERNAL_SERVER_ERROR] {
+        let app = counting_app(status, Arc::new(AtomicUsize::new(0)));
+        let delivery = message_at(&format!("status-{}", status.as_u16()), test_now());
+        assert_eq!(send(&app, &delivery).await.0, status);
+    }
+    assert_eq!(said(&logs), 1, "{}", logs.text());
 }
 
 /// A known event whose `data` does not fit reaches the handler over HTTP as
@@ -196,5 +209,41 @@ async fn the_logs_name_the_signature_error_and_the_unreadable_timestamp() {
         lines.iter().any(|l| l.contains("timestamp kept unread")
             && l.contains("neither RFC 3339 nor unix seconds")),
         "the unreadable timestamp is logged at warn with its form: {text}"
+    );
+}
+
+/// A receiver reports the settings it was built with, and its `Debug` (which an app may log
+/// at startup) shows them and the secret's label, never the secret.
+#[test]
+fn a_receiver_reports_its_settings_and_debug_never_shows_the_secret() {
+    use aisoule_webhooks::BodyLimit;
+    use aisoule_webhooks::dedup::Deduplicator;
+    let receiver = Receiver::builder(test_verifier())
+        .deduplicator(Deduplicator::in_memory().with_namespace("crm").unwrap())
+        .replay_tolerance(Duration::from_secs(600))
+        .body_limit(BodyLimit::bytes(4096))
+        .build()
+        .unwrap();
+    assert_eq!(receiver.replay_tolerance(), Duration::from_secs(600));
+    assert_eq!(receiver.body_limit(), BodyLimit::bytes(4096));
+    assert!(receiver.inbox().is_none());
+    assert_eq!(receiver.deduplicator().namespace(), Some("crm"));
+    assert_eq!(
+        format!("{:?}", receiver.verifier()),
+        r#"Verifier { secret_labels: ["test"], .. }"#
+    );
+    let debug = format!("{receiver:?}");
+    for shown in [
+        r#"verifier: Verifier { secret_labels: ["test"], .. }"#,
+        r#"namespace: Some("crm")"#,
+        "replay_tolerance: 600s",
+        "body_limit: BodyLimit(4096)",
+        "inbox: None",
+    ] {
+        assert!(debug.contains(shown), "{shown} in {debug}");
+    }
+    assert!(
+        !debug.contains(aisoule_webhooks::test_util::TEST_SECRET),
+        "{debug}"
     );
 }

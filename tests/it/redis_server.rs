@@ -56,6 +56,27 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server with SIGSTOP: its socket stays open and accepts connections, but
+    /// nothing is answered, as with a server stuck in a long command or swapped out.
+    pub(crate) fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again with SIGCONT.
+    pub(crate) fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        // The shell's builtin `kill`: a machine with only `sh` still has it.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill {signal} {}", child.id())])
+            .status()
+            .expect("sh runs");
+        assert!(status.success(), "kill {signal} {}", child.id());
+    }
+
     /// Starts the server again on the same port and waits until it accepts connections.
     pub(crate) fn restart(&mut self) {
         self.kill();
@@ -88,6 +109,8 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // SIGKILL ends a stopped process too: a test that fails while its server is paused
+        // leaves no server behind.
         self.kill();
     }
 }

@@ -1,10 +1,13 @@
 //! Fixture loading shared by the test modules.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aisoule_webhooks::DedupError;
-use aisoule_webhooks::dedup::{ClaimToken, DedupKey, IdempotencyStore, StoreClaim, StoreFuture};
+use aisoule_webhooks::dedup::{
+    ClaimToken, DedupKey, IdempotencyStore, MemoryStore, StoreClaim, StoreFuture,
+};
 
 /// Whether this run is CI's: any non-empty `CI` but `false` or `0`. `.ci/run` sets
 /// `CI=true` itself, so that a missing server can never pass there as a skip.
@@ -92,6 +95,62 @@ impl IdempotencyStore for DownStore {
         })
     }
     fn release_detached(&self, _: DedupKey, _: ClaimToken) {}
+}
+
+/// A [`MemoryStore`] that counts the renewals and releases it is sent.
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+#[derive(Debug, Default)]
+pub(crate) struct CountingStore {
+    inner: MemoryStore,
+    renewals: AtomicUsize,
+    releases: AtomicUsize,
+}
+
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
+impl CountingStore {
+    pub(crate) fn renewals(&self) -> usize {
+        self.renewals.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn releases(&self) -> usize {
+        self.releases.load(Ordering::SeqCst)
+    }
+}
+
+impl IdempotencyStore for CountingStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, StoreClaim> {
+        self.inner.claim(key, token, lease)
+    }
+    fn renew<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        self.inner.renew(key, token, lease)
+    }
+    fn commit<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.commit(key, token, ttl)
+    }
+    fn release<'a>(&'a self, key: &'a DedupKey, token: ClaimToken) -> StoreFuture<'a, ()> {
+        self.releases.fetch_add(1, Ordering::SeqCst);
+        self.inner.release(key, token)
+    }
+    fn release_detached(&self, key: DedupKey, token: ClaimToken) {
+        self.releases.fetch_add(1, Ordering::SeqCst);
+        self.inner.release_detached(key, token);
+    }
 }
 
 /// Everything logged through `tracing` while [`CapturedLogs::install`]'s guard lives, at

@@ -14,6 +14,26 @@ fn secret(s: &str) -> WebhookSecret {
     WebhookSecret::new(s).expect("valid secret")
 }
 
+/// Zeroize on drop, as far as a test without `unsafe` can see it. `WebhookSecret` has the
+/// `ZeroizeOnDrop` bound, which the crate ties at compile time to its field's own zeroizing
+/// drop; and a clone owns its own copy, so dropping (and zeroizing) it leaves the original
+/// intact. The limit: seeing the zeros in freed memory takes `unsafe` or an instrumented
+/// allocator, which the crate's rules keep out; the zeroing itself is the `zeroize` crate's,
+/// and tested there.
+#[test]
+fn secrets_zeroize_on_drop_and_clones_own_their_copy() {
+    fn zeroizes_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+    let original = secret(SECRET);
+    zeroizes_on_drop(&original);
+    let copy = original.clone();
+    assert_ne!(
+        copy.expose_bytes().as_ptr(),
+        original.expose_bytes().as_ptr()
+    );
+    drop(copy);
+    assert_eq!(original.expose_bytes(), SECRET.as_bytes());
+}
+
 fn body() -> Vec<u8> {
     fixture("docs/developer.message.received.json")
 }
