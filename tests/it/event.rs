@@ -544,3 +544,23 @@ fn errors_print_each_cause_once() {
          is present"
     );
 }
+
+/// Found by the `event_parser` fuzz target: a payload whose `data` repeats a key it maps is
+/// unrecognized, and the same payload pretty-printed, or with whitespace around it, is still
+/// the same event (the reason's position in the body does not count).
+#[test]
+fn a_repeated_data_key_gives_the_same_event_whatever_the_layout() {
+    let pretty = b"\n\n\n{\n  \"event\": \"campaign.completed\",\n  \"data\": {\n    \"id\": \"uuid\",\n    \"read\": 6500,\n    \"read\": 650\n  }\n}\n";
+    let compact = br#"{"event":"campaign.completed","data":{"id":"uuid","read":6500,"read":650}}"#;
+    let (a, b) = (
+        Event::parse(pretty).unwrap(),
+        Event::parse(compact).unwrap(),
+    );
+    assert!(matches!(
+        a.payload(),
+        Payload::Unrecognized(u) if matches!(u.reason, PayloadError::Unreadable { .. })
+    ));
+    assert_eq!(a, b);
+    let again = Event::parse(&serde_json::to_vec(&a).unwrap()).unwrap();
+    assert_eq!(again, a);
+}
