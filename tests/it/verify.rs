@@ -495,3 +495,16 @@ fn a_signatures_bytes_are_the_tag_its_hex_spells() {
         mac.finalize().into_bytes().as_slice()
     );
 }
+
+/// A signature's `Debug` tells two signatures apart in a test failure (its first 8 hex
+/// digits) but never shows the whole tag, which could be replayed.
+#[test]
+fn a_signature_debugs_as_its_first_eight_hex_digits_only() {
+    let signature = sign(&secret("whsec_debug"), b"{}");
+    let hex = signature.to_hex();
+    assert_eq!(
+        format!("{signature:?}"),
+        format!("Signature({}…)", &hex[..8])
+    );
+    assert!(!format!("{signature:?}").contains(&hex[..9]));
+}
