@@ -84,6 +84,10 @@ fn response(answer: &Answer) -> HttpResponse {
     if let Some(methods) = answer.allow() {
         response.insert_header((header::ALLOW, methods));
     }
+    if answer.closes_connection() {
+        // actix-http sends it on HTTP/1.x only.
+        response.force_close();
+    }
     response.body(answer.body())
 }
 

@@ -61,7 +61,9 @@ use axum::extract::{
 };
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{
+    ALLOW, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 use tower_layer::Layer;
@@ -85,6 +87,10 @@ impl IntoResponse for Answer {
         }
         if let Some(methods) = self.allow() {
             headers.insert(ALLOW, HeaderValue::from_static(methods));
+        }
+        if self.closes_connection() {
+            // hyper drops it from HTTP/2 answers, where it has no meaning.
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }

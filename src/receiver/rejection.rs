@@ -114,6 +114,25 @@ impl Rejection {
         matches!(self, Self::MethodNotAllowed { .. }).then_some("POST")
     }
 
+    /// Whether the answer closes an HTTP/1.1 connection (`Connection: close`): true for the
+    /// rejections made before the body was read to its end (a wrong method, an unsupported
+    /// encoding, a body over the limit or one that broke off).
+    ///
+    /// The unread rest of the body is still on the wire, so the server cannot read the next
+    /// request after it and closes the connection. Without the header, a client that pools
+    /// connections (the platform's, reqwest's) may send its next delivery on that connection
+    /// and see it reset; with it, the client opens a fresh one. HTTP/2 streams end on their
+    /// own, and the HTTP/2 integrations drop the header.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Self::MethodNotAllowed { .. }
+                | Self::UnsupportedEncoding { .. }
+                | Self::PayloadTooLarge { .. }
+                | Self::BodyUnreadable { .. }
+        )
+    }
+
     /// The JSON body sent with the status. It never carries signature details, so every
     /// signature failure looks identical from outside.
     pub fn public_body(&self) -> &'static str {
@@ -164,6 +183,7 @@ pub struct Answer {
     body: &'static str,
     retry_after_secs: Option<u64>,
     allow: Option<&'static str>,
+    closes_connection: bool,
 }
 
 impl Answer {
@@ -173,6 +193,7 @@ impl Answer {
         body: r#"{"status":"duplicate"}"#,
         retry_after_secs: None,
         allow: None,
+        closes_connection: false,
     };
 
     /// `200 {"status":"accepted"}`: inbox mode stored the delivery durably; the inbox's
@@ -182,6 +203,7 @@ impl Answer {
         body: r#"{"status":"accepted"}"#,
         retry_after_secs: None,
         allow: None,
+        closes_connection: false,
     };
 
     /// `200 {"status":"quarantined"}`: inbox mode stored the delivery durably but holds it
@@ -192,6 +214,7 @@ impl Answer {
         body: r#"{"status":"quarantined"}"#,
         retry_after_secs: None,
         allow: None,
+        closes_connection: false,
     };
 
     /// `500`: the handler panicked. Its claim was released, so the platform's retry runs it
@@ -201,6 +224,7 @@ impl Answer {
         body: r#"{"error":"handler failed"}"#,
         retry_after_secs: None,
         allow: None,
+        closes_connection: false,
     };
 
     /// The status.
@@ -222,6 +246,11 @@ impl Answer {
     pub fn allow(&self) -> Option<&'static str> {
         self.allow
     }
+
+    /// Whether to send `Connection: close`: see [`Rejection::closes_connection`].
+    pub fn closes_connection(&self) -> bool {
+        self.closes_connection
+    }
 }
 
 impl From<&Rejection> for Answer {
@@ -231,6 +260,7 @@ impl From<&Rejection> for Answer {
             body: rejection.public_body(),
             retry_after_secs: rejection.retry_after_secs(),
             allow: rejection.allow(),
+            closes_connection: rejection.closes_connection(),
         }
     }
 }
@@ -261,6 +291,7 @@ impl From<MissingReceiver> for Answer {
             body: r#"{"error":"webhook receiver misconfigured"}"#,
             retry_after_secs: None,
             allow: None,
+            closes_connection: false,
         }
     }
 }

@@ -385,6 +385,62 @@ pub(crate) async fn oversized_bodies_are_413_by_length_and_by_stream<F: Framewor
     assert!(server.recorder.handled().is_empty());
 }
 
+/// A rejection made before the body was read to its end closes an HTTP/1.1 connection, and
+/// says so: a client that pools connections sends its next delivery on a fresh one instead of
+/// one the server has closed. Once, this lost the demo's next delivery about one run in five.
+pub(crate) async fn an_answer_that_leaves_the_body_unread_closes_the_connection<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    // One client for every request, so that its pool would reuse a connection left open.
+    let client = reqwest::Client::new();
+    let send = |delivery: &Delivery, method: &str| {
+        let mut request = client
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                server.url(),
+            )
+            .timeout(ANSWER_TIMEOUT)
+            .body(delivery.body().clone());
+        for (name, value) in &delivery.headers() {
+            request = request.header(name.as_str(), value.as_bytes());
+        }
+        request.send()
+    };
+    let connection = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("connection")
+            .map(|value| value.to_str().unwrap().to_ascii_lowercase())
+    };
+    for round in 0..20 {
+        let big = Delivery::sample(EventKind::MessageIncoming, Dialect::Help)
+            .message_id(format!("big-{round}"))
+            .set("/data/text", "x".repeat(4 * TEST_LIMIT))
+            .timestamp_at(test_now())
+            .build();
+        let too_large = send(&big, "POST").await.expect("413 is an answer");
+        assert_eq!(too_large.status().as_u16(), 413);
+        assert_eq!(connection(&too_large).as_deref(), Some("close"), "413");
+
+        let wrong_method = send(&big, "PUT").await.expect("405 is an answer");
+        assert_eq!(wrong_method.status().as_u16(), 405);
+        assert_eq!(connection(&wrong_method).as_deref(), Some("close"), "405");
+
+        // Read to its end: the connection stays open for the next delivery.
+        let forged = send(&message(Dialect::Help, "forged").forged(), "POST")
+            .await
+            .expect("401 is an answer");
+        assert_eq!(forged.status().as_u16(), 401);
+        assert_eq!(connection(&forged), None, "401 keeps the connection");
+
+        let id = format!("after-big-{round}");
+        let next = send(&message(Dialect::Help, &id), "POST")
+            .await
+            .unwrap_or_else(|error| panic!("round {round}: the next delivery failed: {error}"));
+        assert_eq!(next.status().as_u16(), 200, "round {round}");
+    }
+    assert_eq!(server.recorder.handled().len(), 20);
+}
+
 pub(crate) async fn non_json_is_400_and_unknown_events_reach_the_handler<F: Framework>() {
     let server = start::<F>(test_receiver()).await;
     assert_eq!(
@@ -1041,6 +1097,7 @@ macro_rules! e2e_cases {
             valid_delivery_reaches_the_handler_typed,
             every_signature_failure_is_one_identical_401,
             oversized_bodies_are_413_by_length_and_by_stream,
+            an_answer_that_leaves_the_body_unread_closes_the_connection,
             non_json_is_400_and_unknown_events_reach_the_handler,
             duplicates_are_200_without_the_handler,
             a_concurrent_duplicate_is_409,

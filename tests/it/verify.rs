@@ -245,6 +245,34 @@ fn placeholders_prefixes_and_empty_values_have_their_own_errors() {
     );
 }
 
+/// A prefix names an algorithm when it is 1 to 16 letters, digits, `-` or `_`; anything else
+/// before the `=` is garbage, reported where its first non-hex byte is.
+#[test]
+fn a_prefix_is_an_algorithm_only_when_it_looks_like_one() {
+    let body = body();
+    let digits = "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12";
+    let unsupported = |name: &str| VerifyError::UnsupportedAlgorithm {
+        algorithm: name.into(),
+    };
+    let cases = [
+        ("sha-1", unsupported("sha-1")),
+        ("sha_1", unsupported("sha_1")),
+        ("SHA-512", unsupported("sha-512")),
+        ("abcdefghijklmnop", unsupported("abcdefghijklmnop")),
+        // 17 letters is too long for a name: the first non-hex byte is the `g`.
+        ("abcdefghijklmnopq", VerifyError::NotHex { position: 6 }),
+        // 17 hex digits: every byte of the prefix is hex, so the `=` is the first that is not.
+        ("abcdefabcdefabcde", VerifyError::NotHex { position: 17 }),
+        ("ab!", VerifyError::NotHex { position: 2 }),
+        ("sha 1", VerifyError::NotHex { position: 0 }),
+        ("", VerifyError::NotHex { position: 0 }),
+    ];
+    for (prefix, expected) in cases {
+        let value = format!("{prefix}={digits}");
+        assert_eq!(verify_one(&value, &body), Err(expected), "{value:?}");
+    }
+}
+
 #[test]
 fn any_change_to_body_or_secret_is_a_mismatch() {
     let body = body();
