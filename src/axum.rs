@@ -73,8 +73,8 @@ use tracing::Instrument;
 use crate::error::Rejection;
 use crate::inbox::{HandlerError, Job, JobHandler};
 use crate::receiver::{
-    Answer, BoxError, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent,
-    delivery_span,
+    Answer, BoxError, HandlerPanicked, MissingReceiver, Receiver, RequestHeaders, RunToCompletion,
+    Settlement, VerifiedEvent, delivery_span,
 };
 
 impl IntoResponse for Answer {
@@ -210,9 +210,9 @@ where
             let run = admitted.run(inner.call(request), |answer| {
                 answer.as_ref().ok().map(http::Response::status)
             });
-            match tokio::spawn(run.in_current_span()).await {
+            match RunToCompletion::new(run).await {
                 Ok(answer) => answer.map(|response| response.map(Body::new)),
-                Err(_panicked) => Ok(Answer::HANDLER_PANICKED.into_response()),
+                Err(HandlerPanicked) => Ok(Answer::HANDLER_PANICKED.into_response()),
             }
         };
         Box::pin(lifecycle.instrument(span))

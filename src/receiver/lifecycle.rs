@@ -211,3 +211,79 @@ impl Drop for Settlement {
         // Dropping `claim` releases it.
     }
 }
+
+/// A handler's run, polled in place inside the request, and moved to a task of its own only
+/// if the request is dropped before it finishes (the sender hung up, or the server gave up on
+/// the connection).
+///
+/// Spawning every run would keep the guarantee too, at the price of a task, a scheduler
+/// round trip and, on a multi-thread runtime, a cross-thread wake-up per delivery; most
+/// handlers finish well within the request. A panic in the handler is caught here, as a
+/// task's would be, so the integration still answers 500 and the claim is released.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) struct RunToCompletion<F: Future + Send + 'static> {
+    /// Boxed so that it can be moved into a task once pinned. `None` once finished.
+    run: Option<std::pin::Pin<Box<F>>>,
+    /// The delivery's span, which the detached task keeps.
+    span: tracing::Span,
+}
+
+/// The handler panicked; the run was dropped, which released its claim.
+#[derive(Debug)]
+pub(crate) struct HandlerPanicked;
+
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+impl<F: Future + Send + 'static> RunToCompletion<F> {
+    pub(crate) fn new(run: F) -> Self {
+        Self {
+            run: Some(Box::pin(run)),
+            span: tracing::Span::current(),
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for RunToCompletion<F> {
+    type Output = Result<F::Output, HandlerPanicked>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        use std::task::Poll;
+        let Some(run) = self.run.as_mut() else {
+            panic!("RunToCompletion polled after it finished");
+        };
+        // Unwind safety: after a panic the run is dropped, never polled again.
+        match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => {
+                self.run = None;
+                Poll::Ready(Ok(output))
+            }
+            Err(_panic) => {
+                self.run = None;
+                Poll::Ready(Err(HandlerPanicked))
+            }
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for RunToCompletion<F> {
+    fn drop(&mut self) {
+        let Some(run) = self.run.take() else {
+            return;
+        };
+        // Outside a runtime (one shutting down) there is nowhere to finish it: dropping the
+        // run releases its claim, and the platform's retry runs the handler again.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let span = std::mem::replace(&mut self.span, tracing::Span::none());
+            runtime.spawn(tracing::Instrument::instrument(
+                async move {
+                    let _ = run.await;
+                },
+                span,
+            ));
+        }
+    }
+}

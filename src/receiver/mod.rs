@@ -50,6 +50,8 @@ use client::TrustedProxies;
 /// not depend on `ipnet` yourself.
 pub use ipnet::IpNet;
 pub use lifecycle::{Admitted, Settlement};
+#[cfg(feature = "axum")]
+pub(crate) use lifecycle::{HandlerPanicked, RunToCompletion};
 pub use rejection::{Answer, MissingReceiver, Rejection};
 
 /// A verified, parsed event, as the integrations hand it to your handler.
