@@ -81,16 +81,24 @@ impl DedupKey {
     /// `<len>:<namespace>:<len>:<kind>:<tag>:<rest>`. The tag is fixed text chosen by this
     /// crate and the rest runs to the end, so the lengths alone make the encoding injective.
     fn from_parts(namespace: Option<&str>, kind: &str, tag: &str, rest: &str) -> Self {
-        use std::fmt::Write as _;
         let namespace = namespace.unwrap_or("");
-        let mut key = String::with_capacity(namespace.len() + kind.len() + rest.len() + 16);
-        // Writing to a String cannot fail.
-        let _ = write!(
-            key,
-            "{}:{namespace}:{}:{kind}:{tag}:{rest}",
-            namespace.len(),
-            kind.len()
+        // Pushed piece by piece, with itoa for the lengths: `format!` costs about ten times
+        // as much, on every delivery.
+        let mut lengths = itoa::Buffer::new();
+        let mut key = String::with_capacity(
+            namespace.len() + kind.len() + tag.len() + rest.len() + 2 * 20 + 5,
         );
+        key.push_str(lengths.format(namespace.len()));
+        key.push(':');
+        key.push_str(namespace);
+        key.push(':');
+        key.push_str(lengths.format(kind.len()));
+        key.push(':');
+        key.push_str(kind);
+        key.push(':');
+        key.push_str(tag);
+        key.push(':');
+        key.push_str(rest);
         Self(key)
     }
 

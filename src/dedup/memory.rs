@@ -44,7 +44,9 @@ type Shard = Mutex<LruCache<DedupKey, Entry>>;
 ///   TTLs without sleeping.
 pub struct MemoryStore {
     shards: Box<[Shard]>,
-    hasher: std::hash::RandomState,
+    /// The LRU's own hasher (foldhash), for picking a shard: SipHash's protection against
+    /// chosen collisions buys nothing here, as keys come from verified deliveries only.
+    hasher: lru::DefaultHasher,
     clock: Arc<dyn Clock>,
     capacity: usize,
     evictions: AtomicU64,
@@ -89,7 +91,7 @@ impl MemoryStore {
             .collect();
         Self {
             shards,
-            hasher: std::hash::RandomState::new(),
+            hasher: lru::DefaultHasher::default(),
             clock: Arc::new(SystemClock),
             capacity,
             evictions: AtomicU64::new(0),

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -76,11 +77,18 @@ impl Admitted {
         } = self;
         let output = {
             let mut handler = pin!(handler);
-            let watchdog = settlement.keep_alive(slow_handler_warning);
-            tokio::select! {
-                biased;
-                output = &mut handler => output,
-                () = watchdog => handler.await,
+            // Many handlers finish at their first poll: they pay for no timer. The others get
+            // the watchdog, boxed so that the quick ones do not carry its size either.
+            match std::future::poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
+                Poll::Ready(output) => output,
+                Poll::Pending => {
+                    let watchdog = Box::pin(settlement.keep_alive(slow_handler_warning));
+                    tokio::select! {
+                        biased;
+                        output = &mut handler => output,
+                        () = watchdog => handler.await,
+                    }
+                }
             }
         };
         let status = status_of(&output);

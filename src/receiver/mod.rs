@@ -497,9 +497,9 @@ impl Receiver {
             span.record("message_id", message_id);
         }
         if let Some(inbox) = &self.inner.inbox {
-            return self
-                .store(inbox, event, signatures, verified.shared_label())
-                .await;
+            // Boxed: the write's future is large, and inline mode's requests should not carry
+            // its size (a future over 1 KiB costs glibc's allocator a consolidation per call).
+            return Box::pin(self.store(inbox, event, signatures, verified.shared_label())).await;
         }
         self.check_freshness(&event)?;
         let claim = match self.inner.deduplicator.claim(&event).await? {
