@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The tower layer's cost per delivery, in instructions (callgrind), over a bare axum handler,
-# and Event::parse's cost against a #[derive(Deserialize)] struct borrowing every field.
+# and Event::parse's cost against a #[derive(Deserialize)] struct borrowing every field, and the
+# heap allocations per delivery (dhat) the layer adds.
 # Runs each mode at two counts and divides the difference, so start-up and the building of
 # each signed request cancel out. Instruction counts do not drift with machine load.
 set -euo pipefail
@@ -28,5 +29,8 @@ for mode in parse payload derive; do
     per[$mode]=$(( (b - a) / (large - small) ))
     echo "$mode: ${per[$mode]} instructions per body"
 done
+# Heap allocations per delivery (dhat), through the same pipeline; not under valgrind.
+cargo build --release -q -p aisoule-webhooks-comparisons --bin pipeline_allocations
+target/release/pipeline_allocations "$large"
 awk -v p="${per[parse]}" -v q="${per[payload]}" -v d="${per[derive]}" 'BEGIN {
     printf "Event::parse / derived struct: %.2fx; with the typed payload: %.2fx\n", p / d, q / d }'

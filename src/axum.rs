@@ -202,10 +202,20 @@ where
                 Err(answer) => return Ok(answer.into_response()),
             };
             parts.extensions.insert(admitted.event().clone());
-            parts.headers.remove(CONTENT_ENCODING);
-            parts
+            // The handler reads the decoded body, so the headers describe that one. Rewritten
+            // only when they do not already (a decoded or chunked body): a header value costs
+            // an allocation on every delivery.
+            let decoded = parts.headers.remove(CONTENT_ENCODING).is_some();
+            let length = admitted.body().len();
+            let declared = parts
                 .headers
-                .insert(CONTENT_LENGTH, HeaderValue::from(admitted.body().len()));
+                .get(CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
+            if decoded || declared != Some(length) {
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(length));
+            }
             let request = http::Request::from_parts(parts, Body::from(admitted.body().clone()));
             let run = admitted.run(inner.call(request), |answer| {
                 answer.as_ref().ok().map(http::Response::status)

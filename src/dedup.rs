@@ -310,10 +310,7 @@ impl ClaimGuard {
     /// meanwhile, or a store error. Either way the handler has already run, so log it rather
     /// than failing the delivery.
     pub async fn commit(mut self) -> Result<(), DedupError> {
-        match (self.store.take(), self.token.take()) {
-            (Some(store), Some(token)) => store.commit(&self.key, token, self.ttl).await,
-            _ => Ok(()),
-        }
+        self.settle(true).await
     }
 
     /// Frees the key now, so that a redelivery is handled again.
@@ -322,7 +319,14 @@ impl ClaimGuard {
     ///
     /// A store error; the lease expiry frees the key in that case.
     pub async fn release(mut self) -> Result<(), DedupError> {
+        self.settle(false).await
+    }
+
+    /// Commits (`handled`) or releases the claim, and leaves the guard disarmed with its key,
+    /// so that a caller can name the key in a log line without a copy of it.
+    pub(crate) async fn settle(&mut self, handled: bool) -> Result<(), DedupError> {
         match (self.store.take(), self.token.take()) {
+            (Some(store), Some(token)) if handled => store.commit(&self.key, token, self.ttl).await,
             (Some(store), Some(token)) => store.release(&self.key, token).await,
             _ => Ok(()),
         }

@@ -178,17 +178,15 @@ impl Settlement {
 
     /// The one way a claim is settled, by the crate and by your handlers alike.
     pub(crate) async fn settle(mut self, handled: bool) {
-        let Some(claim) = self.claim.take() else {
+        let Some(mut claim) = self.claim.take() else {
             return;
         };
-        let key = claim.key().clone();
-        let settled = if handled {
-            claim.commit().await
-        } else {
-            claim.release().await
-        };
-        if let Err(error) = settled {
-            log_settle_error(&error, &key, if handled { "commit" } else { "release" });
+        if let Err(error) = claim.settle(handled).await {
+            log_settle_error(
+                &error,
+                claim.key(),
+                if handled { "commit" } else { "release" },
+            );
         }
     }
 }

@@ -108,6 +108,11 @@ pub enum Admission {
     Quarantined(JobId),
 }
 
+/// Every signature header's name and value, as received: verified, and kept for the inbox,
+/// which stores them. Inline: a request carries one, rarely two, and a heap list would cost an
+/// allocation on every delivery.
+type Signatures<'a> = smallvec::SmallVec<[(&'static str, &'a [u8]); 2]>;
+
 /// The request headers the lifecycle reads, whatever HTTP types the framework uses.
 #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 pub(crate) trait RequestHeaders {
@@ -438,7 +443,7 @@ impl Receiver {
         };
         let admission = match read {
             Ok(body) => {
-                let mut signatures = Vec::new();
+                let mut signatures = Signatures::new();
                 for name in SIGNATURE_HEADER_NAMES {
                     signatures.extend(headers.all(name).map(|value| (name, value)));
                 }
@@ -478,7 +483,7 @@ impl Receiver {
         &self,
         // Every signature header's name and value: verified, and kept for the inbox, which
         // stores them as received.
-        signatures: Vec<(&'static str, &[u8])>,
+        signatures: Signatures<'_>,
         body: Bytes,
     ) -> Result<Admission, Rejection> {
         let limit = self.inner.body_limit.get();
@@ -524,7 +529,7 @@ impl Receiver {
         &self,
         inbox: &Inbox,
         event: Event,
-        signatures: Vec<(&'static str, &[u8])>,
+        signatures: Signatures<'_>,
         secret_label: Arc<str>,
     ) -> Result<Admission, Rejection> {
         let quarantine = match self.check_freshness(&event) {

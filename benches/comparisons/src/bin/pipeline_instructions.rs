@@ -13,13 +13,9 @@
 //! `benches/instructions.sh` runs both under callgrind at two values of N and prints the
 //! difference per delivery, so start-up and request building cancel out.
 
-use aisoule_webhooks::Receiver;
-use aisoule_webhooks::axum::WebhookLayer;
 use aisoule_webhooks::event::{Dialect, EventKind};
-use aisoule_webhooks::test_util::{Delivery, test_verifier};
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::post;
+use aisoule_webhooks::test_util::Delivery;
+use aisoule_webhooks_comparisons::{pipeline_app, pipeline_request};
 use tower::ServiceExt;
 
 /// The developer dialect's message, every field borrowed, as a user would declare it.
@@ -81,29 +77,15 @@ fn main() {
     if matches!(mode, "parse" | "payload" | "derive") {
         return parse_only(mode, count);
     }
-    let layered = mode == "layer";
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a runtime");
-    let handler = post(|| async { StatusCode::OK });
-    let app = if layered {
-        Router::new().route(
-            "/webhook",
-            handler.layer(WebhookLayer::new(Receiver::new(test_verifier()))),
-        )
-    } else {
-        Router::new().route("/webhook", handler)
-    };
+    let app = pipeline_app(mode == "layer");
     for n in 0..count {
-        let delivery = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
-            .message_id(format!("msg_{n:016x}"))
-            .build();
-        let (parts, body) = delivery.http_request("/webhook").into_parts();
-        let request = http::Request::from_parts(parts, axum::body::Body::new(body));
         let response = runtime
-            .block_on(app.clone().oneshot(request))
+            .block_on(app.clone().oneshot(pipeline_request(n)))
             .expect("infallible");
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status(), http::StatusCode::OK);
     }
 }
