@@ -1,10 +1,13 @@
 //! The in-memory store: a bounded, sharded LRU.
 
 use std::fmt;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, UNIX_EPOCH};
 
 use lru::LruCache;
@@ -225,6 +228,25 @@ impl MemoryStore {
     }
 }
 
+/// An answer known when the method is called, as the boxed future the trait returns, without
+/// allocating: `answer` is a closure capturing nothing, so the future is zero-sized, and a box
+/// of a zero-sized value allocates nothing. A `ready(value)` future holds the value, and boxing
+/// it cost an allocation on every claim and commit.
+fn answered<T, F>(answer: F) -> StoreFuture<'static, T>
+where
+    F: Fn() -> Result<T, DedupError> + Send + Unpin + 'static,
+{
+    struct Answered<F>(F);
+    impl<T, F: Fn() -> Result<T, DedupError> + Unpin> Future for Answered<F> {
+        type Output = Result<T, DedupError>;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+            Poll::Ready((self.0)())
+        }
+    }
+    debug_assert_eq!(std::mem::size_of::<F>(), 0, "the answer captures nothing");
+    Box::pin(Answered(answer))
+}
+
 fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, LruCache<DedupKey, Entry>> {
     // A panic never happens while a shard is locked, and the map stays consistent anyway.
     shard.lock().unwrap_or_else(PoisonError::into_inner)
@@ -237,8 +259,11 @@ impl IdempotencyStore for MemoryStore {
         token: ClaimToken,
         lease: Duration,
     ) -> StoreFuture<'a, StoreClaim> {
-        let claimed = self.claim_now(key, token, lease);
-        Box::pin(std::future::ready(Ok(claimed)))
+        match self.claim_now(key, token, lease) {
+            StoreClaim::Acquired => answered(|| Ok(StoreClaim::Acquired)),
+            StoreClaim::Completed => answered(|| Ok(StoreClaim::Completed)),
+            StoreClaim::InFlight => answered(|| Ok(StoreClaim::InFlight)),
+        }
     }
 
     fn renew<'a>(
@@ -247,8 +272,10 @@ impl IdempotencyStore for MemoryStore {
         token: ClaimToken,
         lease: Duration,
     ) -> StoreFuture<'a, ()> {
-        let renewed = self.renew_now(key, token, lease);
-        Box::pin(std::future::ready(renewed))
+        match self.renew_now(key, token, lease) {
+            Ok(()) => answered(|| Ok(())),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
     }
 
     fn commit<'a>(
@@ -257,13 +284,15 @@ impl IdempotencyStore for MemoryStore {
         token: ClaimToken,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        let committed = self.commit_now(key, token, ttl);
-        Box::pin(std::future::ready(committed))
+        match self.commit_now(key, token, ttl) {
+            Ok(()) => answered(|| Ok(())),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
     }
 
     fn release<'a>(&'a self, key: &'a DedupKey, token: ClaimToken) -> StoreFuture<'a, ()> {
         self.release_now(key, token);
-        Box::pin(std::future::ready(Ok(())))
+        answered(|| Ok(()))
     }
 
     fn release_detached(&self, key: DedupKey, token: ClaimToken) {
