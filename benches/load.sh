@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Loads the axum receiver with the WebhookLayer and a bare axum server with the same no-op
-# handler, alternating A B A B, with the server and wrk pinned to separate cores. Prints both
-# rates per round, the median of the paired ratios and, where perf works, the server's
-# user-space cycles per request.
+# Loads the axum receiver with the WebhookLayer, a bare axum server with the same no-op
+# handler, and a hand-written verify + parse + dedup handler (what a user would write instead),
+# alternating A B C A B C, with the server and wrk pinned to separate cores. Prints the rates
+# per round, the medians of the paired ratios and, where perf works, the server's user-space
+# cycles per request.
 #
 #   benches/load.sh                      # 3 rounds of 5 s each
 #   ROUNDS=5 DURATION=10 DELIVERIES=131072 benches/load.sh
@@ -60,13 +61,18 @@ run() { # mode port -> "requests_per_second cycles_per_request"
 }
 
 ratios=()
+handwritten_ratios=()
 port=18080
 for round in $(seq "$rounds"); do
     read -r layer_rps layer_cycles < <(run layer $((port++)))
     read -r bare_rps bare_cycles < <(run bare $((port++)))
+    read -r hand_rps hand_cycles < <(run handwritten $((port++)))
     ratio=$(awk -v a="$layer_rps" -v b="$bare_rps" 'BEGIN {printf "%.3f", a / b}')
+    hand_ratio=$(awk -v a="$layer_rps" -v b="$hand_rps" 'BEGIN {printf "%.3f", a / b}')
     ratios+=("$ratio")
-    echo "round $round: layer ${layer_rps} req/s (${layer_cycles} user cycles/req), bare ${bare_rps} req/s (${bare_cycles} user cycles/req), ratio $ratio"
+    handwritten_ratios+=("$hand_ratio")
+    echo "round $round: layer ${layer_rps} req/s (${layer_cycles} user cycles/req), bare ${bare_rps} req/s (${bare_cycles}), hand-written ${hand_rps} req/s (${hand_cycles}); layer/bare $ratio, layer/hand-written $hand_ratio"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
-echo "median layer/bare ratio: $median (target: 0.85 or more)"
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+echo "median layer/bare ratio: $(median "${ratios[@]}") (target: 0.85 or more)"
+echo "median layer/hand-written ratio: $(median "${handwritten_ratios[@]}") (target: 1 or more)"

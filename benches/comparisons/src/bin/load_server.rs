@@ -5,6 +5,8 @@
 //! load_server layer PORT                       # axum + WebhookLayer, a no-op handler (inline mode, memory dedup)
 //! load_server inline PORT                      # the same as `layer`
 //! load_server bare PORT                        # the same handler without the layer
+//! load_server handwritten PORT                 # what a user writes instead of this crate: verify
+//!                                              # (hmac), parse (a derived struct), dedup (a set)
 //! load_server inbox-sqlite PORT PATH           # inbox mode on a new SQLite file: group commit, synchronous=FULL
 //! load_server inbox-sqlite-single PORT PATH    # the same with max_batch(1): one commit per request
 //! load_server inbox-postgres PORT URL SCHEMA   # inbox mode on PostgreSQL, in a new schema: batched inserts
@@ -31,7 +33,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 
-const USAGE: &str = "usage: load_server emit N | layer PORT | inline PORT | bare PORT \
+const USAGE: &str = "usage: load_server emit N | layer PORT | inline PORT | bare PORT | handwritten PORT \
     | inbox-sqlite PORT PATH | inbox-sqlite-single PORT PATH \
     | inbox-postgres PORT URL SCHEMA | inbox-postgres-single PORT URL SCHEMA";
 
@@ -44,6 +46,7 @@ fn main() {
         Some(mode @ ("layer" | "inline" | "bare")) if args.len() == 3 => {
             serve(mode != "bare", port())
         }
+        Some("handwritten") if args.len() == 3 => handwritten::serve(port()),
         #[cfg(feature = "inbox")]
         Some(mode @ ("inbox-sqlite" | "inbox-sqlite-single")) if args.len() == 4 => {
             let store = inbox::Store::Sqlite {
@@ -115,6 +118,79 @@ fn serve(layered: bool, port: u16) {
         println!("ready");
         axum::serve(listener, app).await.unwrap();
     });
+}
+
+/// The receiver a user writes by hand in an axum handler, as the issue that set the
+/// layer's target describes it: verify the HMAC over the raw body (the `hmac` crate, in
+/// constant time), parse into a derived struct, and remember `message_id`s in a set. No
+/// replay window, no lease, no settlement by the handler's answer: what the layer must not be
+/// slower than.
+mod handwritten {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    use aisoule_webhooks::test_util::TEST_SECRET;
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use hmac::{Hmac, KeyInit, Mac};
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)] // read by serde only
+    struct Webhook {
+        event: String,
+        data: Data,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Data {
+        message_id: String,
+    }
+
+    #[derive(Clone)]
+    struct Seen(Arc<Mutex<HashSet<String>>>);
+
+    async fn receive(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> StatusCode {
+        let Some(signature) = headers
+            .get("x-aisoule-signature")
+            .or_else(|| headers.get("x-webhook-signature"))
+            .and_then(|value| value.to_str().ok())
+        else {
+            return StatusCode::UNAUTHORIZED;
+        };
+        let hex_digits = signature.strip_prefix("sha256=").unwrap_or(signature);
+        let Ok(tag) = hex::decode(hex_digits) else {
+            return StatusCode::UNAUTHORIZED;
+        };
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(TEST_SECRET.as_bytes())
+            .expect("any key length");
+        mac.update(&body);
+        if mac.verify_slice(&tag).is_err() {
+            return StatusCode::UNAUTHORIZED;
+        }
+        let Ok(webhook) = serde_json::from_slice::<Webhook>(&body) else {
+            return StatusCode::BAD_REQUEST;
+        };
+        if !seen.0.lock().unwrap().insert(webhook.data.message_id) {
+            return StatusCode::OK; // a duplicate
+        }
+        StatusCode::OK
+    }
+
+    pub(super) fn serve(port: u16) {
+        super::runtime().block_on(async {
+            let app = Router::new()
+                .route("/webhook", post(receive))
+                .with_state(Seen(Arc::default()));
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            println!("ready");
+            axum::serve(listener, app).await.unwrap();
+        });
+    }
 }
 
 #[cfg(feature = "inbox")]
