@@ -150,9 +150,7 @@ impl ClaimToken {
             Some(prefix) => *prefix,
             None => {
                 let mut bytes = [0u8; 8];
-                getrandom::fill(&mut bytes).map_err(|e| DedupError::Unavailable {
-                    reason: format!("no randomness for claim tokens: {e}"),
-                })?;
+                getrandom::fill(&mut bytes).map_err(DedupError::unavailable)?;
                 *PREFIX.get_or_init(|| u64::from_le_bytes(bytes))
             }
         };

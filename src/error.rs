@@ -298,11 +298,14 @@ serialize_as_message!(TimestampError, PayloadError);
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum DedupError {
-    /// The store could not be reached or timed out.
-    #[error("the idempotency store is unavailable: {reason}")]
+    /// The store could not be reached or timed out. Build one with
+    /// [`DedupError::unavailable`].
+    #[error("the idempotency store is unavailable")]
     Unavailable {
-        /// What the store client reported.
-        reason: String,
+        /// What failed, kept whole: the store client's own error (with its sources), or a
+        /// [`StoreTimeout`].
+        #[source]
+        source: StoreFailure,
     },
     /// The store answered something this crate does not understand.
     #[error("the idempotency store answered unexpectedly: {reason}")]
@@ -317,6 +320,54 @@ pub enum DedupError {
         /// The key whose claim was lost.
         key: String,
     },
+}
+
+impl DedupError {
+    /// [`DedupError::Unavailable`], keeping `source` as its [`source`](std::error::Error::source):
+    /// what your own store's client reported, or a message.
+    pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unavailable {
+            source: StoreFailure(std::sync::Arc::from(source.into())),
+        }
+    }
+}
+
+/// Why a store could not answer, as its client reported it: the crate's own type, so that no
+/// store client's error type is in the public API, and cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StoreFailure(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StoreFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // This wrapper adds no message of its own: the chain goes on with the client's sources.
+        self.0.source()
+    }
+}
+
+impl PartialEq for StoreFailure {
+    /// Equal when they say the same: a client's error types rarely compare, and tests compare
+    /// what was reported.
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for StoreFailure {}
+
+/// A store did not answer within its operation timeout (see
+/// `RedisStore::with_operation_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("no answer within {after:?}")]
+#[non_exhaustive]
+pub struct StoreTimeout {
+    /// The timeout that passed.
+    pub after: std::time::Duration,
 }
 
 /// A configuration that would break a guarantee, refused when it is built.

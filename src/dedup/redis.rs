@@ -24,7 +24,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 
 use super::{ClaimToken, DedupKey, IdempotencyStore, StoreClaim, StoreFuture};
-use crate::error::{ConfigError, DedupError};
+use crate::error::{ConfigError, DedupError, StoreTimeout};
 
 const DONE: &str = "done";
 
@@ -181,9 +181,9 @@ impl RedisStore {
     ) -> Result<T, DedupError> {
         match tokio::time::timeout(self.operation_timeout, operation).await {
             Ok(answer) => answer.map_err(unavailable),
-            Err(_elapsed) => Err(DedupError::Unavailable {
-                reason: format!("Redis did not answer within {:?}", self.operation_timeout),
-            }),
+            Err(_elapsed) => Err(DedupError::unavailable(StoreTimeout {
+                after: self.operation_timeout,
+            })),
         }
     }
 
@@ -217,9 +217,7 @@ impl RedisStore {
 }
 
 fn unavailable(error: RedisError) -> DedupError {
-    DedupError::Unavailable {
-        reason: error.to_string(),
-    }
+    DedupError::unavailable(error)
 }
 
 fn token_text(token: ClaimToken) -> String {

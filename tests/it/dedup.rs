@@ -204,6 +204,21 @@ async fn redis_store_errors_while_the_server_is_down_and_recovers_after() {
         matches!(down, Err(DedupError::Unavailable { .. })),
         "{down:?}"
     );
+    // The Redis client's own error is the source: its words reach the log through the chain,
+    // once, and the variant's own message does not repeat them.
+    let down = down.unwrap_err();
+    let client_said = std::error::Error::source(&down)
+        .expect("the client's error is kept")
+        .to_string();
+    assert!(!client_said.is_empty());
+    assert!(!down.to_string().contains(&client_said), "{down}");
+    assert!(
+        aisoule_webhooks::error::chain(&down)
+            .to_string()
+            .ends_with(&client_said),
+        "{}",
+        aisoule_webhooks::error::chain(&down)
+    );
     assert!(held.commit().await.is_err());
 
     server.restart(); // a fresh, empty server on the same port
@@ -232,9 +247,7 @@ async fn store_errors_fail_closed_unless_opted_out() {
     let closed = Deduplicator::new(DownStore);
     assert_eq!(
         closed.claim(&e).await.unwrap_err(),
-        DedupError::Unavailable {
-            reason: "down".into()
-        }
+        DedupError::unavailable("down")
     );
 
     let open = Deduplicator::new(DownStore).fail_open_on_store_error();
@@ -380,9 +393,14 @@ async fn the_operation_timeout_bounds_calls_to_a_hung_redis_on_any_connection() 
     let answer = tokio::time::timeout(timeout + Duration::from_secs(2), dedup.claim(&hung)).await;
     server.resume();
     let answer = answer.expect("the claim ends within the operation timeout");
-    assert!(
-        matches!(answer, Err(DedupError::Unavailable { .. })),
-        "{answer:?}"
+    // The timeout is the error's source, typed, not a sentence flattened into the variant.
+    let error = answer.expect_err("a hung server is unavailable");
+    assert!(matches!(error, DedupError::Unavailable { .. }), "{error:?}");
+    let source = std::error::Error::source(&error).expect("the timeout is kept as the source");
+    assert_eq!(source.to_string(), format!("no answer within {timeout:?}"));
+    assert_eq!(
+        aisoule_webhooks::error::chain(&error).to_string(),
+        format!("the idempotency store is unavailable: no answer within {timeout:?}")
     );
 }
 

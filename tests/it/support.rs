@@ -67,32 +67,16 @@ impl IdempotencyStore for DownStore {
         _: ClaimToken,
         _: Duration,
     ) -> StoreFuture<'a, StoreClaim> {
-        Box::pin(async {
-            Err(DedupError::Unavailable {
-                reason: "down".into(),
-            })
-        })
+        Box::pin(async { Err(DedupError::unavailable("down")) })
     }
     fn renew<'a>(&'a self, _: &'a DedupKey, _: ClaimToken, _: Duration) -> StoreFuture<'a, ()> {
-        Box::pin(async {
-            Err(DedupError::Unavailable {
-                reason: "down".into(),
-            })
-        })
+        Box::pin(async { Err(DedupError::unavailable("down")) })
     }
     fn commit<'a>(&'a self, _: &'a DedupKey, _: ClaimToken, _: Duration) -> StoreFuture<'a, ()> {
-        Box::pin(async {
-            Err(DedupError::Unavailable {
-                reason: "down".into(),
-            })
-        })
+        Box::pin(async { Err(DedupError::unavailable("down")) })
     }
     fn release<'a>(&'a self, _: &'a DedupKey, _: ClaimToken) -> StoreFuture<'a, ()> {
-        Box::pin(async {
-            Err(DedupError::Unavailable {
-                reason: "down".into(),
-            })
-        })
+        Box::pin(async { Err(DedupError::unavailable("down")) })
     }
     fn release_detached(&self, _: DedupKey, _: ClaimToken) {}
 }

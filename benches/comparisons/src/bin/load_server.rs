@@ -164,8 +164,8 @@ mod handwritten {
         let Ok(tag) = hex::decode(hex_digits) else {
             return StatusCode::UNAUTHORIZED;
         };
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(TEST_SECRET.as_bytes())
-            .expect("any key length");
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(TEST_SECRET.as_bytes()).expect("any key length");
         mac.update(&body);
         if mac.verify_slice(&tag).is_err() {
             return StatusCode::UNAUTHORIZED;
