@@ -23,6 +23,13 @@ for mode in bare layer; do
     echo "$mode: ${per[$mode]} instructions per delivery"
 done
 echo "the layer adds: $(( per[layer] - per[bare] )) instructions per delivery"
+for mode in bare-fmt layer-fmt; do
+    a=$(instructions "$mode" "$small")
+    b=$(instructions "$mode" "$large")
+    per[$mode]=$(( (b - a) / (large - small) ))
+    echo "$mode: ${per[$mode]} instructions per delivery (a tracing fmt subscriber at INFO)"
+done
+echo "under a fmt subscriber at INFO the layer adds: $(( per[layer-fmt] - per[bare-fmt] )) instructions per delivery"
 for mode in parse payload derive; do
     a=$(instructions "$mode" "$small")
     b=$(instructions "$mode" "$large")

@@ -4,6 +4,8 @@
 //! ```text
 //! pipeline_instructions layer N   # N fresh deliveries through axum + WebhookLayer, no-op handler
 //! pipeline_instructions bare N    # the same deliveries to the same handler, without the layer
+//! pipeline_instructions layer-fmt N  # `layer` under a tracing fmt subscriber at INFO (to a sink)
+//! pipeline_instructions bare-fmt N   # `bare` under the same subscriber
 //! pipeline_instructions parse N   # Event::parse of one ~290 B delivery body, N times
 //! pipeline_instructions payload N # the same, and its typed payload read too
 //! pipeline_instructions derive N  # the same body into a #[derive(Deserialize)] struct that
@@ -66,22 +68,38 @@ fn parse_only(mode: &str, count: u64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (mode, count) = match (args.get(1).map(String::as_str), args.get(2)) {
-        (Some(mode @ ("layer" | "bare" | "parse" | "payload" | "derive")), Some(n)) => {
+        (
+            Some(
+                mode @ ("layer" | "bare" | "layer-fmt" | "bare-fmt" | "parse" | "payload"
+                | "derive"),
+            ),
+            Some(n),
+        ) => {
             (mode, n.parse::<u64>().expect("N is a count"))
         }
         _ => {
-            eprintln!("usage: pipeline_instructions layer|bare|parse|payload|derive N");
+            eprintln!(
+                "usage: pipeline_instructions layer|bare|layer-fmt|bare-fmt|parse|payload|derive N"
+            );
             std::process::exit(2);
         }
     };
     if matches!(mode, "parse" | "payload" | "derive") {
         return parse_only(mode, count);
     }
+    if mode.ends_with("-fmt") {
+        // What most services run: a fmt subscriber at INFO. Its lines go nowhere, so the
+        // count is the formatting, not the terminal.
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("a runtime");
-    let app = pipeline_app(mode == "layer");
+    let app = pipeline_app(mode.starts_with("layer"));
     for n in 0..count {
         let response = runtime
             .block_on(app.clone().oneshot(pipeline_request(n)))
