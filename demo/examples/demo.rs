@@ -438,7 +438,10 @@ fn inbox_message(id: &str) -> Delivery {
 fn open_inbox(path: &std::path::Path) -> Inbox {
     let store = SqliteStore::open(path).expect("a SQLite inbox in a temporary directory");
     Inbox::builder(store)
-        .lease(Duration::from_secs(1))
+        // Short, so that the crash step's takeover comes soon; not shorter, because a lease is
+        // renewed every third of itself through the SQLite writer, and a loaded machine's
+        // `fsync` stalling that writer past the lease lets a live job be taken over.
+        .lease(Duration::from_secs(3))
         .backoff(Duration::from_millis(200), Duration::from_secs(1))
         .max_attempts(3)
         .poll_interval(Duration::from_millis(50))
@@ -573,7 +576,7 @@ async fn inbox_act(client: &reqwest::Client) -> usize {
         move |job: Job| script.clone().handle(job)
     });
     println!(
-        "    a new receiver opens the same file; once the dead one's 1 s lease ends it takes the job over"
+        "    a new receiver opens the same file; once the dead one's 3 s lease ends it takes the job over"
     );
     mismatches += expect_handled(
         &mut seen,
