@@ -1,7 +1,6 @@
 //! Workers: claim jobs from the inbox, run your handler under a renewed lease, and record the
 //! outcome, retrying failures with backoff until a job succeeds or becomes a dead letter.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -109,17 +108,21 @@ pub struct Workers {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Jobs that were running and finished within the deadline.
+    /// Jobs that were running and whose outcome was recorded (handled, retried or dead):
+    /// those whose handler returned within the deadline, including any whose outcome was
+    /// still being written at the deadline, since a handled job must not run again.
     pub finished: usize,
-    /// Jobs still running at the deadline: cancelled, and given back to the inbox to run
-    /// again (on this process after a restart, or on another replica).
+    /// Jobs whose handler was still running at the deadline: cancelled, and given back to
+    /// the inbox to run again (on this process after a restart, or on another replica).
     pub released: usize,
 }
 
 impl Workers {
-    /// Stops claiming, lets running jobs finish for up to `deadline`, then cancels the rest and
-    /// gives them back to the inbox, uncounted, so they run again without waiting for their
-    /// lease to end.
+    /// Stops claiming, lets running jobs finish for up to `deadline`, then cancels the handlers
+    /// still running and gives their jobs back to the inbox, uncounted, so they run again
+    /// without waiting for their lease to end. A job whose handler has returned is never
+    /// given back: shutdown waits for its outcome to be recorded, past the deadline if the
+    /// store is slow.
     pub async fn shutdown(self, deadline: Duration) -> ShutdownReport {
         let _ = self.stop.send(Some(deadline));
         self.dispatcher.await.unwrap_or_default()
@@ -151,14 +154,17 @@ async fn dispatch(
 ) -> ShutdownReport {
     let config = &inbox.config;
     let slots = Arc::new(Semaphore::new(config.workers));
-    let mut running: JoinSet<JobId> = JoinSet::new();
-    let mut fences: HashMap<JobId, Fence> = HashMap::new();
+    // Each job's task settles its own job (records its outcome, or gives it back when
+    // cancelled) and says which it did: the dispatcher keeps no per-job state, so a job id
+    // claimed again while its previous run's task is still being joined cannot mix the runs up.
+    let mut running: JoinSet<Ended> = JoinSet::new();
+    let (cancel, cancelled) = watch::channel(false);
     loop {
         if stopped.has_changed().is_err() || stopped.borrow().is_some() {
             break;
         }
         while let Some(done) = running.try_join_next() {
-            forget(&mut fences, done);
+            ended(done);
         }
         let free = slots.available_permits();
         let mut claimed_all = false;
@@ -174,12 +180,11 @@ async fn dispatch(
                         let Ok(permit) = slots.clone().try_acquire_owned() else {
                             break;
                         };
-                        fences.insert(job.id, job.fence);
-                        let run = run_job(inbox.clone(), handler.clone(), job);
+                        let run = run_job(inbox.clone(), handler.clone(), job, cancelled.clone());
                         running.spawn(async move {
-                            let id = run.await;
+                            let ended = run.await;
                             drop(permit);
-                            id
+                            ended
                         });
                     }
                 }
@@ -198,7 +203,7 @@ async fn dispatch(
             let batch = (config.workers / 4).max(1);
             while slots.available_permits() < batch {
                 tokio::select! {
-                    Some(done) = running.join_next() => forget(&mut fences, done),
+                    Some(done) = running.join_next() => { ended(done); }
                     _ = stopped.changed() => break,
                 }
             }
@@ -207,7 +212,7 @@ async fn dispatch(
         tokio::select! {
             () = inbox.stored.notified() => {}
             () = tokio::time::sleep(config.poll_interval) => {}
-            Some(done) = running.join_next() => forget(&mut fences, done),
+            Some(done) = running.join_next() => { ended(done); }
             _ = stopped.changed() => {}
         }
     }
@@ -217,45 +222,62 @@ async fn dispatch(
         Err(_) => None,
     };
     let mut report = ShutdownReport::default();
+    let mut count = |done| match ended(done) {
+        Some(Ended::Recorded) => report.finished += 1,
+        Some(Ended::Released) => report.released += 1,
+        None => {}
+    };
     let drain = async {
         while let Some(done) = running.join_next().await {
-            forget(&mut fences, done);
-            report.finished += 1;
+            count(done);
         }
     };
-    match deadline {
-        Some(deadline) => {
-            let _ = tokio::time::timeout(deadline, drain).await;
+    let drained = match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, drain).await.is_ok(),
+        None => {
+            drain.await;
+            true
         }
-        None => drain.await,
-    }
-    running.abort_all();
-    while running.join_next().await.is_some() {}
-    let now = inbox.clock.now();
-    for (id, fence) in fences {
-        report.released += 1;
-        if let Err(error) = inbox
-            .run(move |store| async move { store.release(id, fence, now).await })
-            .await
-        {
-            tracing::warn!(
-                error = &error as &dyn std::error::Error,
-                job = id.0,
-                "could not give an unfinished job back at shutdown; it runs again when its lease ends"
-            );
+    };
+    if !drained {
+        // Past the deadline: each job's task cancels its handler if it is still running and
+        // gives the job back itself, with the fence it claimed it with. Aborting the tasks
+        // instead would also cancel those recording a handled job's outcome, and give back a
+        // job whose handler had succeeded.
+        let _ = cancel.send(true);
+        while let Some(done) = running.join_next().await {
+            count(done);
         }
     }
     report
 }
 
-fn forget(fences: &mut HashMap<JobId, Fence>, done: Result<JobId, tokio::task::JoinError>) {
-    if let Ok(id) = done {
-        fences.remove(&id);
+/// How a job's task ended.
+enum Ended {
+    /// The attempt's outcome was recorded (or could not be, and is logged).
+    Recorded,
+    /// The handler was cancelled at a shutdown's deadline, and the job given back.
+    Released,
+}
+
+/// Logs a job's task that ended without settling its job (it panicked): its job runs again
+/// when its lease ends.
+fn ended(done: Result<Ended, tokio::task::JoinError>) -> Option<Ended> {
+    match done {
+        Ok(ended) => Some(ended),
+        Err(join) => {
+            tracing::error!(
+                error = &join as &dyn std::error::Error,
+                "an inbox job's task ended without settling its job; it runs again when its lease ends"
+            );
+            None
+        }
     }
 }
 
-/// Aborts the handler's task when the job's own task is cancelled (a shutdown past its
-/// deadline, a lost lease), so a cancelled job never keeps running unseen.
+/// Aborts the handler's task when its attempt ends without it (a shutdown past its deadline, a
+/// timeout, a lost lease) or the job's own task is dropped (its runtime shutting down), so a
+/// cancelled job never keeps running unseen.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
@@ -269,6 +291,8 @@ enum Outcome {
     Handled,
     Failed(String),
     LeaseLost,
+    /// Cancelled by a shutdown's deadline while the handler ran: given back, not recorded.
+    Cancelled,
 }
 
 impl fmt::Display for Outcome {
@@ -277,12 +301,19 @@ impl fmt::Display for Outcome {
             Self::Handled => f.write_str("handled"),
             Self::Failed(error) => f.write_str(error),
             Self::LeaseLost => f.write_str("lease lost"),
+            Self::Cancelled => f.write_str("cancelled by shutdown"),
         }
     }
 }
 
-/// Runs one claimed job to its recorded outcome, and returns its id.
-async fn run_job(inbox: Arc<Inner>, handler: Arc<dyn JobHandler>, claimed: ClaimedJob) -> JobId {
+/// Runs one claimed job to its recorded outcome, or, when `cancelled` turns true while its
+/// handler runs, cancels the handler and gives the job back.
+async fn run_job(
+    inbox: Arc<Inner>,
+    handler: Arc<dyn JobHandler>,
+    claimed: ClaimedJob,
+    cancelled: watch::Receiver<bool>,
+) -> Ended {
     let span = tracing::info_span!(
         "aisoule_inbox_job",
         job = claimed.id.0,
@@ -291,7 +322,6 @@ async fn run_job(inbox: Arc<Inner>, handler: Arc<dyn JobHandler>, claimed: Claim
         message_id = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    let id = claimed.id;
     async move {
         let ClaimedJob {
             id,
@@ -315,7 +345,7 @@ async fn run_job(inbox: Arc<Inner>, handler: Arc<dyn JobHandler>, claimed: Claim
                     true,
                 )
                 .await;
-                return;
+                return Ended::Recorded;
             }
         };
         let span = tracing::Span::current();
@@ -330,23 +360,45 @@ async fn run_job(inbox: Arc<Inner>, handler: Arc<dyn JobHandler>, claimed: Claim
             idempotency_key: key.into(),
             received_at,
         };
-        let outcome = attempt_once(&inbox, handler.handle(job), id, fence).await;
+        let outcome = attempt_once(&inbox, handler.handle(job), id, fence, cancelled).await;
+        if let Outcome::Cancelled = outcome {
+            release(&inbox, id, fence).await;
+            return Ended::Released;
+        }
         record(&inbox, id, fence, attempt, outcome, false).await;
+        Ended::Recorded
     }
     .instrument(span)
-    .await;
-    id
+    .await
+}
+
+/// Gives a job whose handler was cancelled back to the inbox, uncounted.
+async fn release(inbox: &Inner, id: JobId, fence: Fence) {
+    tracing::Span::current().record("outcome", "released");
+    let now = inbox.clock.now();
+    if let Err(error) = inbox
+        .run(move |store| async move { store.release(id, fence, now).await })
+        .await
+    {
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            "could not give an unfinished job back at shutdown; it runs again when its lease ends"
+        );
+    }
 }
 
 /// Runs the handler in a task of its own (so a panic is caught), under the timeout, renewing
-/// the lease meanwhile.
+/// the lease meanwhile, until it returns or `cancelled` turns true.
 async fn attempt_once(
     inbox: &Inner,
     handling: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>,
     id: JobId,
     fence: Fence,
+    cancelled: watch::Receiver<bool>,
 ) -> Outcome {
     let config = &inbox.config;
+    let cancellation = cancellation(cancelled);
+    tokio::pin!(cancellation);
     let mut task = tokio::spawn(handling.in_current_span());
     let _abort = AbortOnDrop(task.abort_handle());
     let renew_every = (config.lease / 3).max(Duration::from_millis(1));
@@ -362,6 +414,8 @@ async fn attempt_once(
                     Err(join) => Outcome::Failed(format!("the handler panicked: {}", panic_message(join))),
                 };
             }
+            // Checked after the handler, so that a handler that has returned is recorded.
+            () = &mut cancellation => return Outcome::Cancelled,
             () = tokio::time::sleep_until(deadline) => {
                 return Outcome::Failed(format!(
                     "the handler timed out after {:?} and was cancelled",
@@ -386,6 +440,14 @@ async fn attempt_once(
     }
 }
 
+/// Returns once `cancelled` turns true. The dispatcher gone without cancelling (its runtime
+/// shutting down) means nothing will cancel: it never returns then.
+async fn cancellation(mut cancelled: watch::Receiver<bool>) {
+    if cancelled.wait_for(|cancelled| *cancelled).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Records an attempt's outcome, fenced; `dead_now` dead-letters it whatever attempts are
 /// left (the stored body is unusable).
 async fn record(
@@ -407,6 +469,8 @@ async fn record(
                 .await
         }
         Outcome::LeaseLost => Err(InboxError::LeaseLost { id: id.0 }),
+        // `run_job` gives a cancelled job back instead of recording it.
+        Outcome::Cancelled => return,
         Outcome::Failed(error) => {
             let retry_at = (!dead_now && attempt < config.max_attempts)
                 .then(|| now + backoff(config.backoff_base, config.backoff_max, attempt));

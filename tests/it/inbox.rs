@@ -10,7 +10,10 @@ use aisoule_webhooks::axum::{InboxHandler, WebhookLayer};
 use aisoule_webhooks::clock::{Clock, TokioClock};
 use aisoule_webhooks::event::{Dialect, EventKind};
 use aisoule_webhooks::inbox::sqlite::SqliteStore;
-use aisoule_webhooks::inbox::{Inbox, InboxBuilder, Job, JobState};
+use aisoule_webhooks::inbox::{
+    ClaimedJob, Fence, Inbox, InboxBuilder, InboxFuture, InboxStats, InboxStore, Inserted, Job,
+    JobFilter, JobHandler, JobId, JobRecord, JobState, NewDelivery,
+};
 use aisoule_webhooks::test_util::{Delivery, test_verifier};
 use aisoule_webhooks::{ConfigError, Receiver, VerifiedEvent};
 use axum::Router;
@@ -18,6 +21,7 @@ use axum::body::Body;
 use axum::http::StatusCode;
 use axum::routing::post;
 use http_body_util::BodyExt;
+use tokio::sync::oneshot;
 use tower::ServiceExt;
 
 /// An inbox on a new SQLite file, on tokio's clock, with fast retries; `configure` adjusts it.
@@ -86,6 +90,17 @@ impl Handled {
     }
     fn runs(&self, id: &str) -> Vec<u32> {
         self.0.lock().unwrap().get(id).cloned().unwrap_or_default()
+    }
+    /// A handler that records each run and succeeds.
+    fn succeeding(&self) -> impl JobHandler {
+        let handled = self.clone();
+        move |job: Job| {
+            let handled = handled.clone();
+            async move {
+                handled.record(&job);
+                Ok::<_, std::io::Error>(())
+            }
+        }
     }
     fn total(&self) -> usize {
         self.0.lock().unwrap().values().map(Vec::len).sum()
@@ -202,16 +217,7 @@ async fn a_stale_event_is_quarantined_listed_not_run_and_runs_once_released() {
     let inbox = inbox(&dir, |b| b);
     let app = app(&inbox);
     let handled = Handled::default();
-    let workers = inbox.start({
-        let handled = handled.clone();
-        move |job: Job| {
-            let handled = handled.clone();
-            async move {
-                handled.record(&job);
-                Ok::<_, std::io::Error>(())
-            }
-        }
-    });
+    let workers = inbox.start(handled.succeeding());
     let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 60 * 60);
     let stale = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
         .message_id("backlog-1")
@@ -451,4 +457,202 @@ async fn a_forged_signature_is_never_stored() {
     let (status, _) = send(&app, &message("forged").forged()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(inbox.stats().await.unwrap(), Default::default());
+}
+
+/// A SQLite store whose first `complete` or first `fail` waits at a gate the test opens, so
+/// that a job's task can be held in the middle of recording its outcome.
+#[derive(Debug)]
+struct GatedStore {
+    inner: SqliteStore,
+    complete: Gate,
+    fail: Gate,
+}
+
+/// One gate: the first call through it reports on `entered`, then waits for `open`; later
+/// calls pass. A gate never armed passes every call.
+#[derive(Debug, Default)]
+struct Gate(
+    Mutex<
+        Option<(
+            tokio::sync::mpsc::UnboundedSender<()>,
+            oneshot::Receiver<()>,
+        )>,
+    >,
+);
+
+/// The test's side of a [`Gate`].
+struct GateControl {
+    entered: tokio::sync::mpsc::UnboundedReceiver<()>,
+    open: oneshot::Sender<()>,
+}
+
+impl Gate {
+    fn armed() -> (Self, GateControl) {
+        let (entered_tx, entered) = tokio::sync::mpsc::unbounded_channel();
+        let (open, open_rx) = oneshot::channel();
+        let gate = Self(Mutex::new(Some((entered_tx, open_rx))));
+        (gate, GateControl { entered, open })
+    }
+
+    /// Waits at the gate when this is its first call. A gate dropped unopened (the test
+    /// ended) lets the call through.
+    async fn pass(&self) {
+        let first = self.0.lock().unwrap().take();
+        if let Some((entered, open)) = first {
+            let _ = entered.send(());
+            let _ = open.await;
+        }
+    }
+}
+
+impl InboxStore for GatedStore {
+    fn insert(&self, delivery: NewDelivery) -> InboxFuture<'_, Inserted> {
+        self.inner.insert(delivery)
+    }
+    fn claim(
+        &self,
+        now: SystemTime,
+        lease: Duration,
+        limit: usize,
+        ordered: bool,
+    ) -> InboxFuture<'_, Vec<ClaimedJob>> {
+        self.inner.claim(now, lease, limit, ordered)
+    }
+    fn renew(&self, id: JobId, fence: Fence, until: SystemTime) -> InboxFuture<'_, ()> {
+        self.inner.renew(id, fence, until)
+    }
+    /// Held at the gate before the row is written: the handler has succeeded, the job is
+    /// not yet done.
+    fn complete(&self, id: JobId, fence: Fence, now: SystemTime) -> InboxFuture<'_, ()> {
+        Box::pin(async move {
+            self.complete.pass().await;
+            self.inner.complete(id, fence, now).await
+        })
+    }
+    /// Held at the gate after the row is written: the job is due again while the task that
+    /// ran it has not ended.
+    fn fail<'a>(
+        &'a self,
+        id: JobId,
+        fence: Fence,
+        error: &'a str,
+        retry_at: Option<SystemTime>,
+        now: SystemTime,
+    ) -> InboxFuture<'a, ()> {
+        Box::pin(async move {
+            let written = self.inner.fail(id, fence, error, retry_at, now).await;
+            self.fail.pass().await;
+            written
+        })
+    }
+    fn release(&self, id: JobId, fence: Fence, now: SystemTime) -> InboxFuture<'_, ()> {
+        self.inner.release(id, fence, now)
+    }
+    fn get(&self, id: JobId) -> InboxFuture<'_, Option<JobRecord>> {
+        self.inner.get(id)
+    }
+    fn list(&self, filter: JobFilter) -> InboxFuture<'_, Vec<JobRecord>> {
+        self.inner.list(filter)
+    }
+    fn replay(&self, filter: JobFilter, now: SystemTime) -> InboxFuture<'_, u64> {
+        self.inner.replay(filter, now)
+    }
+    fn purge(&self, finished_before: SystemTime, batch: usize) -> InboxFuture<'_, u64> {
+        self.inner.purge(finished_before, batch)
+    }
+    fn stats(&self) -> InboxFuture<'_, InboxStats> {
+        self.inner.stats()
+    }
+}
+
+/// An inbox on a [`GatedStore`], on tokio's clock, with a lease and a handler timeout far
+/// longer than any test here runs, so that only the shutdown's deadline cancels anything.
+/// Not `hold_paused_clock`: a store operation held at a gate must let paused time pass.
+fn gated_inbox(dir: &tempfile::TempDir, complete: Gate, fail: Gate) -> Inbox {
+    let inner = SqliteStore::open(dir.path().join("inbox.db")).expect("a new SQLite inbox");
+    Inbox::builder(GatedStore {
+        inner,
+        complete,
+        fail,
+    })
+    .clock(Arc::new(TokioClock::new()))
+    .lease(Duration::from_secs(3600))
+    .handler_timeout(Duration::from_secs(7200))
+    .backoff(Duration::from_secs(1), Duration::from_secs(60))
+    .max_attempts(5)
+    .poll_interval(Duration::from_millis(100))
+    .build()
+    .expect("valid inbox settings")
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_never_gives_back_a_job_whose_handler_succeeded_while_its_completion_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (complete, mut control) = Gate::armed();
+    let inbox = gated_inbox(&dir, complete, Gate::default());
+    let app = app(&inbox);
+    let handled = Handled::default();
+    let workers = inbox.start(handled.succeeding());
+    send(&app, &message("m")).await;
+    // The handler has returned Ok; its job's completion is held at the gate.
+    control
+        .entered
+        .recv()
+        .await
+        .expect("the completion reaches the store");
+    let shutdown = tokio::spawn(workers.shutdown(Duration::from_secs(5)));
+    // Paused time passes the shutdown's deadline while the completion is held.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _ = control.open.send(());
+    let report = shutdown.await.expect("the shutdown ends");
+    assert_eq!((report.finished, report.released), (1, 0), "{report:?}");
+    let stats = inbox.stats().await.unwrap();
+    assert_eq!(
+        (stats.done, stats.pending, stats.running),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(handled.runs("m"), vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_claimed_again_before_its_previous_runs_task_ended_is_given_back_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fail, mut control) = Gate::armed();
+    let inbox = gated_inbox(&dir, Gate::default(), fail);
+    let app = app(&inbox);
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let workers = inbox.start(move |job: Job| {
+        let started = started_tx.clone();
+        async move {
+            if job.attempt() == 1 {
+                return Err(std::io::Error::other("the CRM is down"));
+            }
+            let _ = started.send(job.attempt());
+            // Runs until the shutdown's deadline cancels it.
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    send(&app, &message("m")).await;
+    // Attempt 1's failure is written (the job is due again after its backoff), and its task
+    // is held at the gate, not yet ended.
+    control
+        .entered
+        .recv()
+        .await
+        .expect("the failure reaches the store");
+    // The same job id is claimed again and its second run starts meanwhile.
+    assert_eq!(started.recv().await, Some(2));
+    // Attempt 1's task ends now, while attempt 2 runs.
+    let _ = control.open.send(());
+    let report = workers.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.released, 1, "attempt 2 given back: {report:?}");
+    let jobs = inbox.list(JobFilter::default()).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].state, jobs[0].attempts),
+        (JobState::Pending, 1),
+        "given back at once, and the cancelled attempt not counted"
+    );
 }
