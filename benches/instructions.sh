@@ -16,26 +16,23 @@ instructions() {
         sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 declare -A per
-for mode in bare layer; do
-    a=$(instructions "$mode" "$small")
-    b=$(instructions "$mode" "$large")
-    per[$mode]=$(( (b - a) / (large - small) ))
-    echo "$mode: ${per[$mode]} instructions per delivery"
-done
+# measure UNIT MODE...: each mode's instructions per delivery (or per body), the difference
+# between the two counts divided by the runs between them.
+measure() {
+    local unit=$1 mode a b
+    shift
+    for mode in "$@"; do
+        a=$(instructions "$mode" "$small")
+        b=$(instructions "$mode" "$large")
+        per[$mode]=$(( (b - a) / (large - small) ))
+        echo "$mode: ${per[$mode]} instructions per $unit"
+    done
+}
+measure delivery bare layer
 echo "the layer adds: $(( per[layer] - per[bare] )) instructions per delivery"
-for mode in bare-fmt layer-fmt; do
-    a=$(instructions "$mode" "$small")
-    b=$(instructions "$mode" "$large")
-    per[$mode]=$(( (b - a) / (large - small) ))
-    echo "$mode: ${per[$mode]} instructions per delivery (a tracing fmt subscriber at INFO)"
-done
+measure "delivery (a tracing fmt subscriber at INFO)" bare-fmt layer-fmt
 echo "under a fmt subscriber at INFO the layer adds: $(( per[layer-fmt] - per[bare-fmt] )) instructions per delivery"
-for mode in parse payload derive; do
-    a=$(instructions "$mode" "$small")
-    b=$(instructions "$mode" "$large")
-    per[$mode]=$(( (b - a) / (large - small) ))
-    echo "$mode: ${per[$mode]} instructions per body"
-done
+measure body parse payload derive
 # Heap allocations per delivery (dhat), through the same pipeline; not under valgrind.
 cargo build --release -q -p aisoule-webhooks-comparisons --bin pipeline_allocations
 target/release/pipeline_allocations "$large"
