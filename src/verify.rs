@@ -18,6 +18,10 @@ use sha2::Sha256;
 use crate::error::VerifyError;
 use crate::secret::WebhookSecret;
 
+mod diagnose;
+
+pub use diagnose::{JsonForm, SignatureDiagnosis};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// `X-Webhook-Signature`: the header the help pages document (plain hex).
@@ -154,13 +158,17 @@ struct KeyedSecret {
 #[derive(Clone)]
 pub struct Verifier {
     secrets: Arc<[KeyedSecret]>,
+    /// Never accepted: matched only to diagnose a failure ([`Verifier::and_retired_secret`]).
+    retired: Arc<[KeyedSecret]>,
 }
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let labels: Vec<&str> = self.secrets.iter().map(|s| &*s.label).collect();
+        let retired: Vec<&str> = self.retired.iter().map(|s| &*s.label).collect();
         f.debug_struct("Verifier")
             .field("secret_labels", &labels)
+            .field("retired_labels", &retired)
             .finish_non_exhaustive()
     }
 }
@@ -175,6 +183,7 @@ impl Verifier {
     pub fn with_label(label: impl Into<String>, secret: WebhookSecret) -> Self {
         Self {
             secrets: Arc::from([KeyedSecret::new(label.into(), &secret)]),
+            retired: Arc::from([]),
         }
     }
 
@@ -185,6 +194,7 @@ impl Verifier {
         secrets.push(KeyedSecret::new(label.into(), &secret));
         Self {
             secrets: secrets.into(),
+            ..self
         }
     }
 

@@ -25,6 +25,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -108,6 +109,9 @@ pub enum Admission {
     Quarantined(JobId),
 }
 
+/// At most one signature diagnosis per interval ([`Receiver`] logs it at warn).
+const DIAGNOSIS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Every signature header's name and value, as received: verified, and kept for the inbox,
 /// which stores them. Inline: a request carries one, rarely two, and a heap list would cost an
 /// allocation on every delivery.
@@ -144,6 +148,8 @@ struct Inner {
     refuse_unreadable_timestamps: bool,
     inbox: Option<Inbox>,
     trusted_proxies: Option<TrustedProxies>,
+    /// When the next signature failure may be diagnosed, in milliseconds since the epoch.
+    next_diagnosis_ms: AtomicU64,
 }
 
 impl fmt::Debug for Receiver {
@@ -325,6 +331,7 @@ impl ReceiverBuilder {
                 refuse_unreadable_timestamps: self.refuse_unreadable_timestamps,
                 trusted_proxies: self.trusted_proxies,
                 deduplicator,
+                next_diagnosis_ms: AtomicU64::new(0),
             }),
         })
     }
@@ -490,10 +497,17 @@ impl Receiver {
         if body.len() > limit {
             return Err(Rejection::PayloadTooLarge { limit });
         }
-        let verified = self
+        let verified = match self
             .inner
             .verifier
-            .verify_values(signatures.iter().map(|&(_, value)| value), &body)?;
+            .verify_values(signatures.iter().map(|&(_, value)| value), &body)
+        {
+            Ok(verified) => verified,
+            Err(error) => {
+                self.diagnose(&signatures, &body);
+                return Err(error.into());
+            }
+        };
         let span = tracing::Span::current();
         span.record("secret_label", verified.secret_label());
         let event = Event::parse_bytes(body)?;
@@ -565,6 +579,43 @@ impl Receiver {
             Inserted::New(id) if quarantined => Ok(Admission::Quarantined(id)),
             Inserted::New(id) => Ok(Admission::Stored(id)),
             Inserted::Duplicate => Ok(Admission::Duplicate),
+        }
+    }
+
+    /// Logs the most likely cause of a signature failure, for the operator, at most once per
+    /// [`DIAGNOSIS_INTERVAL`]: each diagnosis costs a few HMACs, and a flood of forgeries must
+    /// not make every one of them that expensive. The answer stays the same 401.
+    fn diagnose(&self, signatures: &Signatures<'_>, body: &[u8]) {
+        let now_ms = self
+            .inner
+            .clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+            });
+        let next = self.inner.next_diagnosis_ms.load(Ordering::Relaxed);
+        // One caller per interval wins the exchange; the others skip the work.
+        let due = now_ms >= next
+            && self
+                .inner
+                .next_diagnosis_ms
+                .compare_exchange(
+                    next,
+                    now_ms.saturating_add(crate::dedup::millis(DIAGNOSIS_INTERVAL)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        if !due {
+            return;
+        }
+        let values = signatures.iter().map(|&(_, value)| value);
+        if let Some(diagnosis) = self.inner.verifier.diagnose(values, body) {
+            tracing::warn!(
+                %diagnosis,
+                "a delivery's signature did not verify; the diagnosis names the likely cause"
+            );
         }
     }
 

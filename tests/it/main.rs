@@ -8,6 +8,8 @@ mod adversarial;
 mod axum;
 #[cfg(feature = "test-util")]
 mod dedup;
+#[cfg(feature = "test-util")]
+mod diagnose;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod e2e;
 mod event;

@@ -230,11 +230,11 @@ fn a_receiver_reports_its_settings_and_debug_never_shows_the_secret() {
     assert_eq!(receiver.deduplicator().namespace(), Some("crm"));
     assert_eq!(
         format!("{:?}", receiver.verifier()),
-        r#"Verifier { secret_labels: ["test"], .. }"#
+        r#"Verifier { secret_labels: ["test"], retired_labels: [], .. }"#
     );
     let debug = format!("{receiver:?}");
     for shown in [
-        r#"verifier: Verifier { secret_labels: ["test"], .. }"#,
+        r#"verifier: Verifier { secret_labels: ["test"], retired_labels: [], .. }"#,
         r#"namespace: Some("crm")"#,
         "replay_tolerance: 600s",
         "body_limit: BodyLimit(4096)",

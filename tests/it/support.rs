@@ -164,6 +164,10 @@ impl CapturedLogs {
     pub(crate) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
+
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
 }
 
 impl std::io::Write for CapturedLogs {

@@ -74,9 +74,7 @@ fn main() {
                 | "derive"),
             ),
             Some(n),
-        ) => {
-            (mode, n.parse::<u64>().expect("N is a count"))
-        }
+        ) => (mode, n.parse::<u64>().expect("N is a count")),
         _ => {
             eprintln!(
                 "usage: pipeline_instructions layer|bare|layer-fmt|bare-fmt|parse|payload|derive N"
