@@ -146,7 +146,11 @@ pub(crate) struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 impl CapturedLogs {
     pub(crate) fn install(&self) -> tracing::subscriber::DefaultGuard {
-        tracing::dispatcher::set_default(&self.dispatch())
+        let guard = tracing::dispatcher::set_default(&self.dispatch());
+        // A callsite first hit by another test's thread while no subscriber wanted it may have
+        // cached "never"; recompute, so this test's subscriber sees every event it enables.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     /// A subscriber writing here, to set on the futures whose logs are wanted (such as a test
