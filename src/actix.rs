@@ -62,6 +62,7 @@ use tracing::Instrument;
 use crate::error::Rejection;
 use crate::receiver::{
     Answer, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent, delivery_span,
+    outcome_of,
 };
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -84,6 +85,7 @@ fn response(answer: &Answer) -> HttpResponse {
     if let Some(methods) = answer.allow() {
         response.insert_header((header::ALLOW, methods));
     }
+    response.insert_header((crate::OUTCOME_HEADER, answer.outcome()));
     if answer.closes_connection() {
         // actix-http sends it on HTTP/1.x only.
         response.force_close();
@@ -254,7 +256,14 @@ where
             });
             // Spawned on the worker's local set: actix services are not `Send`.
             match actix_web::rt::spawn(run.in_current_span()).await {
-                Ok(answer) => answer.map(ServiceResponse::map_into_left_body),
+                Ok(answer) => answer.map(|mut response| {
+                    let outcome = outcome_of(http_status(response.status()));
+                    response.headers_mut().insert(
+                        header::HeaderName::from_static(crate::OUTCOME_HEADER),
+                        HeaderValue::from_static(outcome),
+                    );
+                    response.map_into_left_body()
+                }),
                 Err(_panicked) => Ok(ServiceResponse::new(
                     http_request,
                     response(&Answer::HANDLER_PANICKED),

@@ -65,7 +65,7 @@ use http::header::{
     ALLOW, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
 };
 use http::request::Parts;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
@@ -74,8 +74,11 @@ use crate::error::Rejection;
 use crate::inbox::{HandlerError, Job, JobHandler};
 use crate::receiver::{
     Answer, BoxError, HandlerPanicked, MissingReceiver, Receiver, RequestHeaders, RunToCompletion,
-    Settlement, VerifiedEvent, delivery_span,
+    Settlement, VerifiedEvent, delivery_span, outcome_of,
 };
+
+/// [`OUTCOME_HEADER`](crate::OUTCOME_HEADER), as axum's type.
+const OUTCOME: HeaderName = HeaderName::from_static(crate::OUTCOME_HEADER);
 
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
@@ -88,6 +91,7 @@ impl IntoResponse for Answer {
         if let Some(methods) = self.allow() {
             headers.insert(ALLOW, HeaderValue::from_static(methods));
         }
+        headers.insert(OUTCOME, HeaderValue::from_static(self.outcome()));
         if self.closes_connection() {
             // hyper drops it from HTTP/2 answers, where it has no meaning.
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
@@ -221,7 +225,14 @@ where
                 answer.as_ref().ok().map(http::Response::status)
             });
             match RunToCompletion::new(run).await {
-                Ok(answer) => answer.map(|response| response.map(Body::new)),
+                Ok(answer) => answer.map(|response| {
+                    let mut response = response.map(Body::new);
+                    let outcome = outcome_of(Some(response.status()));
+                    response
+                        .headers_mut()
+                        .insert(OUTCOME, HeaderValue::from_static(outcome));
+                    response
+                }),
                 Err(HandlerPanicked) => Ok(Answer::HANDLER_PANICKED.into_response()),
             }
         };

@@ -93,7 +93,7 @@ pub use error::{
     ConfigError, DedupError, InboxError, ParseError, Rejection, SecretError, VerifyError,
 };
 pub use event::{Event, EventKind, Payload};
-pub use receiver::{Admission, Answer, BodyLimit, Receiver, VerifiedEvent};
+pub use receiver::{Admission, Answer, BodyLimit, OUTCOME_HEADER, Receiver, VerifiedEvent};
 pub use secret::WebhookSecret;
 pub use verify::{AISOULE_SIGNATURE, Signature, Verified, Verifier, WEBHOOK_SIGNATURE, sign};
 

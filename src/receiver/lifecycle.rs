@@ -93,6 +93,8 @@ impl Admitted {
         };
         let status = status_of(&output);
         let handled = status.is_some_and(|status| status.is_success());
+        let outcome = outcome_of(status);
+        tracing::Span::current().record("outcome", outcome);
         if let Some(status) = status.filter(|s| s.is_success() && *s != http::StatusCode::OK) {
             tracing::debug!(
                 %status,
@@ -101,8 +103,39 @@ impl Admitted {
                  (answered as a duplicate)"
             );
         }
+        let event = settlement.event.clone();
         settlement.settle(handled).await;
+        // The delivery's one INFO line: the span's fields are there only when its level is on.
+        let (kind, message_id) = (event.kind().as_str(), event.message_id());
+        match status {
+            Some(status) if handled => {
+                tracing::info!(kind, message_id, %status, outcome, "delivery handled; claim committed");
+            }
+            Some(status) => tracing::info!(
+                kind,
+                message_id,
+                %status,
+                outcome,
+                "the handler did not answer 2xx; claim released, so the platform's retry runs it again"
+            ),
+            None => tracing::info!(
+                kind,
+                message_id,
+                outcome,
+                "the handler failed; claim released, so the platform's retry runs it again"
+            ),
+        }
         output
+    }
+}
+
+/// The outcome a handler's answer gives its delivery: `handled` for a 2xx (the claim is
+/// committed), `released` for anything else (`None`: an error).
+pub(crate) fn outcome_of(status: Option<http::StatusCode>) -> &'static str {
+    if status.is_some_and(|status| status.is_success()) {
+        "handled"
+    } else {
+        "released"
     }
 }
 

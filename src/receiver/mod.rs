@@ -50,6 +50,8 @@ use client::TrustedProxies;
 /// The address ranges [`ReceiverBuilder::trusted_proxies`] takes, re-exported so that you need
 /// not depend on `ipnet` yourself.
 pub use ipnet::IpNet;
+#[cfg(any(feature = "axum", feature = "actix-web"))]
+pub(crate) use lifecycle::outcome_of;
 pub use lifecycle::{Admitted, Settlement};
 #[cfg(feature = "axum")]
 pub(crate) use lifecycle::{HandlerPanicked, RunToCompletion};
@@ -108,6 +110,13 @@ pub enum Admission {
     /// [`Answer::QUARANTINED`] (200), so the platform stops sending it.
     Quarantined(JobId),
 }
+
+/// The response header that names every delivery's outcome, so that access logs, proxies and
+/// middleware outside the integration can tell a handled delivery from a duplicate (both 200):
+/// `handled` (the handler answered 2xx; the claim is committed), `released` (any other answer,
+/// an error or a panic; the platform's retry runs the handler again), `duplicate`, `stored`,
+/// `quarantined` (inbox mode), or a rejection's [`Rejection::outcome`] (`signature`, `stale`…).
+pub const OUTCOME_HEADER: &str = "aisoule-outcome";
 
 /// At most one signature diagnosis per interval ([`Receiver`] logs it at warn).
 const DIAGNOSIS_INTERVAL: Duration = Duration::from_secs(1);

@@ -184,6 +184,7 @@ pub struct Answer {
     retry_after_secs: Option<u64>,
     allow: Option<&'static str>,
     closes_connection: bool,
+    outcome: &'static str,
 }
 
 impl Answer {
@@ -194,6 +195,7 @@ impl Answer {
         retry_after_secs: None,
         allow: None,
         closes_connection: false,
+        outcome: "duplicate",
     };
 
     /// `200 {"status":"accepted"}`: inbox mode stored the delivery durably; the inbox's
@@ -204,6 +206,7 @@ impl Answer {
         retry_after_secs: None,
         allow: None,
         closes_connection: false,
+        outcome: "stored",
     };
 
     /// `200 {"status":"quarantined"}`: inbox mode stored the delivery durably but holds it
@@ -215,6 +218,7 @@ impl Answer {
         retry_after_secs: None,
         allow: None,
         closes_connection: false,
+        outcome: "quarantined",
     };
 
     /// `500`: the handler panicked. Its claim was released, so the platform's retry runs it
@@ -225,6 +229,7 @@ impl Answer {
         retry_after_secs: None,
         allow: None,
         closes_connection: false,
+        outcome: "released",
     };
 
     /// The status.
@@ -247,6 +252,13 @@ impl Answer {
         self.allow
     }
 
+    /// The delivery's outcome, sent in the [`OUTCOME_HEADER`](super::OUTCOME_HEADER):
+    /// `duplicate`, `stored`, `quarantined`, `released` (the handler panicked),
+    /// `misconfigured`, or a rejection's [`outcome`](Rejection::outcome).
+    pub fn outcome(&self) -> &'static str {
+        self.outcome
+    }
+
     /// Whether to send `Connection: close`: see [`Rejection::closes_connection`].
     pub fn closes_connection(&self) -> bool {
         self.closes_connection
@@ -261,6 +273,7 @@ impl From<&Rejection> for Answer {
             retry_after_secs: rejection.retry_after_secs(),
             allow: rejection.allow(),
             closes_connection: rejection.closes_connection(),
+            outcome: rejection.outcome(),
         }
     }
 }
@@ -292,6 +305,7 @@ impl From<MissingReceiver> for Answer {
             retry_after_secs: None,
             allow: None,
             closes_connection: false,
+            outcome: "misconfigured",
         }
     }
 }

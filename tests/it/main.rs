@@ -27,6 +27,8 @@ mod internet;
 mod lifecycle;
 #[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
 mod loss_matrix;
+#[cfg(all(feature = "axum", feature = "test-util"))]
+mod outcome;
 #[cfg(all(feature = "postgres", feature = "test-util"))]
 mod postgres_server;
 #[cfg(all(feature = "axum", feature = "test-util"))]
