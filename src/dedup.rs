@@ -232,6 +232,13 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
     /// [`ClaimGuard`] (or a dropped claim request) calls this. A store that needs I/O spawns
     /// it; if it cannot, the lease expiry frees the key.
     fn release_detached(&self, key: DedupKey, token: ClaimToken);
+
+    /// Answers once the store is reachable, for a readiness check
+    /// ([`Receiver::check_ready`](crate::Receiver::check_ready)). The default answers at once:
+    /// right for a store in this process's memory; a networked store asks its server.
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// The answer to [`Deduplicator::claim`].

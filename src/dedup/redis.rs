@@ -292,6 +292,16 @@ impl IdempotencyStore for RedisStore {
         })
     }
 
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let _pong: String = self
+                .bounded(redis::cmd("PING").query_async(&mut connection))
+                .await?;
+            Ok(())
+        })
+    }
+
     fn release_detached(&self, key: DedupKey, token: ClaimToken) {
         let Some(runtime) = &self.runtime else {
             // No runtime to run the release on: the lease expiry frees the key.

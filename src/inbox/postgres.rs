@@ -906,6 +906,14 @@ impl InboxStore for PostgresStore {
         })
     }
 
+    fn ping(&self) -> InboxFuture<'_, ()> {
+        Box::pin(async move {
+            self.run("ping", sqlx::query("SELECT 1").execute(&self.pool))
+                .await?;
+            Ok(())
+        })
+    }
+
     fn stats(&self) -> InboxFuture<'_, InboxStats> {
         Box::pin(async move {
             let work = async {

@@ -310,6 +310,13 @@ pub trait InboxStore: Send + Sync + fmt::Debug + 'static {
 
     /// Counts by state, and the oldest pending row's receipt time.
     fn stats(&self) -> InboxFuture<'_, InboxStats>;
+
+    /// Answers once the store is reachable, for a readiness check
+    /// ([`Receiver::check_ready`](crate::Receiver::check_ready)). The default answers at once:
+    /// right for an embedded store; a networked store asks its server.
+    fn ping(&self) -> InboxFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// Milliseconds since the Unix epoch, the one time format every store keeps: times before

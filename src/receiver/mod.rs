@@ -591,6 +591,23 @@ impl Receiver {
         }
     }
 
+    /// Whether this receiver can take deliveries now: its idempotency store answers (a Redis
+    /// `PING`, within the store's operation timeout), and so does its inbox's store in inbox
+    /// mode. Serve it on a readiness route (`/ready`), so that a load balancer sends no
+    /// deliveries to a replica that would answer them all with 503.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejection::Store`] or [`Rejection::Inbox`], with the store's own error as the source:
+    /// [`Answer::from`] turns it into the 503 with `Retry-After` that a delivery would get.
+    pub async fn check_ready(&self) -> Result<(), Rejection> {
+        self.inner.deduplicator.store().ping().await?;
+        if let Some(inbox) = &self.inner.inbox {
+            inbox.store().ping().await?;
+        }
+        Ok(())
+    }
+
     /// Logs the most likely cause of a signature failure, for the operator, at most once per
     /// [`DIAGNOSIS_INTERVAL`]: each diagnosis costs a few HMACs, and a flood of forgeries must
     /// not make every one of them that expensive. The answer stays the same 401.

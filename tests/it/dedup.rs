@@ -656,3 +656,49 @@ fn claim_tokens_are_unique_and_share_a_per_process_prefix() {
     assert_eq!(distinct.len(), tokens.len());
     assert!(tokens.iter().all(|t| t >> 64 == tokens[0] >> 64));
 }
+
+/// A readiness check asks the store: a receiver in memory is ready at once; one on Redis is
+/// not while the server is down (its answer is the 503 a delivery would get), and is again
+/// once the server is back.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_is_ready_only_while_its_store_answers() {
+    use aisoule_webhooks::{Answer, Receiver, Rejection};
+    let in_memory = Receiver::new(aisoule_webhooks::test_util::test_verifier());
+    in_memory
+        .check_ready()
+        .await
+        .expect("memory is always ready");
+
+    let Some(Backend::Redis { mut server, store }) = Backend::redis().await else {
+        return;
+    };
+    let receiver = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+        .deduplicator(Deduplicator::from_arc(store))
+        .build()
+        .unwrap();
+    receiver.check_ready().await.expect("Redis is up");
+
+    server.kill();
+    let down = receiver.check_ready().await.expect_err("Redis is down");
+    assert!(matches!(down, Rejection::Store(_)), "{down:?}");
+    let answer = Answer::from(&down);
+    assert_eq!(
+        (answer.status().as_u16(), answer.retry_after_secs()),
+        (503, Some(10))
+    );
+
+    server.restart();
+    let mut ready = Err(down);
+    for _ in 0..100 {
+        ready = receiver.check_ready().await;
+        if ready.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready.is_ok(),
+        "ready again once the server is back: {ready:?}"
+    );
+}
