@@ -112,15 +112,38 @@ impl RedisStore {
     /// [`DedupError::Unavailable`] when the URL is invalid or the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, DedupError> {
         let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client, config)
+        let connection = ConnectionManager::new_with_config(client, Self::manager_config())
             .await
             .map_err(unavailable)?;
         Ok(Self::from_connection_manager(connection))
+    }
+
+    /// As [`connect`](Self::connect), but without connecting yet: the first operation
+    /// connects, and every later one reconnects if the server went away. A replica started
+    /// while Redis is down starts anyway, answers deliveries with 503 and `Retry-After`
+    /// (so the platform retries them) and reports itself not ready
+    /// ([`Receiver::check_ready`](crate::Receiver::check_ready)) until Redis answers.
+    ///
+    /// Call it inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`DedupError::Unavailable`] when the URL is invalid.
+    pub fn connect_lazily(url: &str) -> Result<Self, DedupError> {
+        let client = redis::Client::open(url).map_err(unavailable)?;
+        let connection = ConnectionManager::new_lazy_with_config(client, Self::manager_config())
+            .map_err(unavailable)?;
+        Ok(Self::from_connection_manager(connection))
+    }
+
+    /// 1 s to connect and 1 s per response, so that a dead server yields a 503 well within
+    /// the platform's 5 s deadline.
+    fn manager_config() -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500))
     }
 
     /// Uses a connection manager you configured yourself. Whatever its timeouts, each store
@@ -308,10 +331,20 @@ impl IdempotencyStore for RedisStore {
             return;
         };
         let store = self.clone();
-        runtime.spawn(async move {
-            if let Err(error) = store.release(&key, token).await {
-                tracing::warn!(%error, key = %key, "could not release a dropped claim; its lease will expire");
+        // With the caller's subscriber, so its log lines go where the request's go.
+        runtime.spawn(tracing::instrument::WithSubscriber::with_current_subscriber(async move {
+            match store.release(&key, token).await {
+                Ok(()) => {}
+                // Redis is down: the claim that was dropped most likely never went through
+                // either, and if it did, its lease frees the key. The outage itself is
+                // reported by the 503s and the readiness check, not once more per delivery.
+                Err(error @ DedupError::Unavailable { .. }) => {
+                    tracing::debug!(%error, key = %key, "could not release a dropped claim; its lease will expire");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, key = %key, "could not release a dropped claim; its lease will expire");
+                }
             }
-        });
+        }));
     }
 }

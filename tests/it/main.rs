@@ -35,6 +35,8 @@ mod postgres_server;
 mod promises;
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod proxies;
+#[cfg(all(feature = "redis", feature = "axum", feature = "test-util"))]
+mod readiness;
 #[cfg(feature = "redis")]
 mod redis_server;
 mod support;
