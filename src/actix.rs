@@ -264,11 +264,13 @@ where
                     );
                     response.map_into_left_body()
                 }),
-                Err(_panicked) => Ok(ServiceResponse::new(
-                    http_request,
-                    response(&Answer::HANDLER_PANICKED),
-                )
-                .map_into_right_body()),
+                Err(_panicked) => {
+                    crate::receiver::telemetry::delivery(Answer::HANDLER_PANICKED.outcome());
+                    Ok(
+                        ServiceResponse::new(http_request, response(&Answer::HANDLER_PANICKED))
+                            .map_into_right_body(),
+                    )
+                }
             }
         };
         Box::pin(lifecycle.instrument(delivery_span()))

@@ -233,7 +233,10 @@ where
                         .insert(OUTCOME, HeaderValue::from_static(outcome));
                     response
                 }),
-                Err(HandlerPanicked) => Ok(Answer::HANDLER_PANICKED.into_response()),
+                Err(HandlerPanicked) => {
+                    crate::receiver::telemetry::delivery(Answer::HANDLER_PANICKED.outcome());
+                    Ok(Answer::HANDLER_PANICKED.into_response())
+                }
             }
         };
         Box::pin(lifecycle.instrument(span))

@@ -166,6 +166,7 @@ impl MemoryStore {
     fn insert(&self, shard: &mut LruCache<DedupKey, Entry>, key: &DedupKey, entry: Entry) {
         if shard.push(key.clone(), entry).is_some() {
             self.evictions.fetch_add(1, Ordering::Relaxed);
+            crate::receiver::telemetry::dedup_eviction();
         }
     }
 

@@ -75,6 +75,7 @@ impl Admitted {
             settlement,
             slow_handler_warning,
         } = self;
+        let started = std::time::Instant::now();
         let output = {
             let mut handler = pin!(handler);
             // Many handlers finish at their first poll: they pay for no timer. The others get
@@ -95,6 +96,8 @@ impl Admitted {
         let handled = status.is_some_and(|status| status.is_success());
         let outcome = outcome_of(status);
         tracing::Span::current().record("outcome", outcome);
+        super::telemetry::handler_ran(outcome, started.elapsed());
+        super::telemetry::delivery(outcome);
         if let Some(status) = status.filter(|s| s.is_success() && *s != http::StatusCode::OK) {
             tracing::debug!(
                 %status,

@@ -42,6 +42,7 @@ mod body;
 mod client;
 mod lifecycle;
 mod rejection;
+pub(crate) mod telemetry;
 
 pub use body::BodyLimit;
 pub(crate) use body::{BoxError, ContentEncoding};
@@ -517,6 +518,7 @@ impl Receiver {
                 return Err(error.into());
             }
         };
+        telemetry::secret_matched(verified.shared_label());
         let span = tracing::Span::current();
         span.record("secret_label", verified.secret_label());
         let event = Event::parse_bytes(body)?;
@@ -673,6 +675,21 @@ impl Receiver {
 /// delivery's outcome is reported, whichever way it was admitted.
 fn report(admission: &Result<Admission, Rejection>) {
     let span = tracing::Span::current();
+    // A fresh delivery's outcome is counted once its handler has answered.
+    match admission {
+        Ok(Admission::Fresh(_)) => {}
+        Ok(Admission::Duplicate) => telemetry::delivery("duplicate"),
+        Ok(Admission::Stored(_)) => telemetry::delivery("stored"),
+        Ok(Admission::Quarantined(_)) => telemetry::delivery("quarantined"),
+        Err(rejection) => {
+            telemetry::delivery(rejection.outcome());
+            match rejection {
+                Rejection::Store(_) => telemetry::store_error("dedup"),
+                Rejection::Inbox(_) => telemetry::store_error("inbox"),
+                _ => {}
+            }
+        }
+    }
     match admission {
         Ok(Admission::Fresh(_)) => {
             span.record("outcome", "admitted");

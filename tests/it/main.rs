@@ -27,6 +27,8 @@ mod internet;
 mod lifecycle;
 #[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
 mod loss_matrix;
+#[cfg(feature = "test-util")]
+mod metrics;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod outcome;
 #[cfg(all(feature = "postgres", feature = "test-util"))]
