@@ -96,7 +96,7 @@ impl Admitted {
         let handled = status.is_some_and(|status| status.is_success());
         let outcome = outcome_of(status);
         tracing::Span::current().record("outcome", outcome);
-        super::telemetry::handler_ran(outcome, started.elapsed());
+        super::telemetry::handler_ran(handled, started.elapsed());
         super::telemetry::delivery(outcome);
         if let Some(status) = status.filter(|s| s.is_success() && *s != http::StatusCode::OK) {
             tracing::debug!(

@@ -160,6 +160,7 @@ struct Inner {
     trusted_proxies: Option<TrustedProxies>,
     /// When the next signature failure may be diagnosed, in milliseconds since the epoch.
     next_diagnosis_ms: AtomicU64,
+    secret_match_keys: telemetry::SecretMatchKeys,
 }
 
 impl fmt::Debug for Receiver {
@@ -331,7 +332,6 @@ impl ReceiverBuilder {
         Ok(Receiver {
             inner: Arc::new(Inner {
                 inbox: self.inbox,
-                verifier: self.verifier,
                 replay_tolerance: self.replay_tolerance,
                 clock: self.clock,
                 body_limit: self.body_limit,
@@ -342,6 +342,8 @@ impl ReceiverBuilder {
                 trusted_proxies: self.trusted_proxies,
                 deduplicator,
                 next_diagnosis_ms: AtomicU64::new(0),
+                secret_match_keys: telemetry::SecretMatchKeys::new(self.verifier.secret_labels()),
+                verifier: self.verifier,
             }),
         })
     }
@@ -518,7 +520,7 @@ impl Receiver {
                 return Err(error.into());
             }
         };
-        telemetry::secret_matched(verified.shared_label());
+        self.inner.secret_match_keys.matched(verified.secret_label());
         let span = tracing::Span::current();
         span.record("secret_label", verified.secret_label());
         let event = Event::parse_bytes(body)?;

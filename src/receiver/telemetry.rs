@@ -17,16 +17,57 @@ pub(crate) const STORE_ERRORS: &str = "aisoule_webhook_store_errors_total";
 /// Keys the in-memory dedup store evicted to stay within its capacity.
 pub(crate) const DEDUP_EVICTIONS: &str = "aisoule_webhook_dedup_evictions_total";
 
+// The hot outcomes use literal labels, which the macros turn into static keys: a key built
+// from a runtime value allocates its label list on every call, even with no recorder
+// installed. The rare outcomes (rejections) can afford that.
+
 pub(crate) fn delivery(outcome: &'static str) {
-    metrics::counter!(DELIVERIES, "outcome" => outcome).increment(1);
+    match outcome {
+        "handled" => metrics::counter!(DELIVERIES, "outcome" => "handled").increment(1),
+        "released" => metrics::counter!(DELIVERIES, "outcome" => "released").increment(1),
+        "duplicate" => metrics::counter!(DELIVERIES, "outcome" => "duplicate").increment(1),
+        "stored" => metrics::counter!(DELIVERIES, "outcome" => "stored").increment(1),
+        other => metrics::counter!(DELIVERIES, "outcome" => other).increment(1),
+    }
 }
 
-pub(crate) fn handler_ran(outcome: &'static str, took: Duration) {
-    metrics::histogram!(HANDLER_DURATION, "outcome" => outcome).record(took.as_secs_f64());
+pub(crate) fn handler_ran(handled: bool, took: Duration) {
+    let seconds = took.as_secs_f64();
+    if handled {
+        metrics::histogram!(HANDLER_DURATION, "outcome" => "handled").record(seconds);
+    } else {
+        metrics::histogram!(HANDLER_DURATION, "outcome" => "released").record(seconds);
+    }
 }
 
-pub(crate) fn secret_matched(label: std::sync::Arc<str>) {
-    metrics::counter!(SECRET_MATCHES, "secret_label" => label).increment(1);
+/// One counter key per configured secret, built once with the receiver, so that counting a
+/// match allocates nothing.
+#[derive(Debug)]
+pub(crate) struct SecretMatchKeys(Box<[(Box<str>, metrics::Key)]>);
+
+impl SecretMatchKeys {
+    pub(crate) fn new<'a>(labels: impl Iterator<Item = &'a str>) -> Self {
+        Self(
+            labels
+                .map(|label| {
+                    let key = metrics::Key::from_parts(
+                        SECRET_MATCHES,
+                        vec![metrics::Label::new("secret_label", label.to_owned())],
+                    );
+                    (label.into(), key)
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn matched(&self, label: &str) {
+        static METADATA: metrics::Metadata<'static> =
+            metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        if let Some((_, key)) = self.0.iter().find(|(known, _)| &**known == label) {
+            metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA))
+                .increment(1);
+        }
+    }
 }
 
 pub(crate) fn store_error(store: &'static str) {
