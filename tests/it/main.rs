@@ -31,6 +31,8 @@ mod postgres_server;
 mod promises;
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod proxies;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod receiver_mutants;
 #[cfg(feature = "redis")]
 mod redis_server;
 mod support;
