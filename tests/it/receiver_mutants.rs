@@ -15,7 +15,12 @@ use aisoule_webhooks::{
 };
 use http::StatusCode;
 
+use aisoule_webhooks::dedup::{
+    ClaimToken, DedupKey, IdempotencyStore, MemoryStore, StoreClaim, StoreFuture,
+};
+
 use crate::e2e::{ANSWER_TIMEOUT, Framework, message, post, start, test_now};
+use crate::support::CapturedLogs;
 
 /// What a rejection must answer, as the README's status table promises it.
 struct Expected {
@@ -340,9 +345,9 @@ macro_rules! body_cases {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_body_exactly_at_the_limit_is_handled_and_one_byte_more_is_413() {
                 super::a_body_exactly_at_the_limit_is_handled_and_one_byte_more_is_413::<
-                            $framework,
-                        >()
-                        .await;
+                                    $framework,
+                                >()
+                                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,8 +357,183 @@ macro_rules! body_cases {
                 >()
                 .await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_body_whose_chunked_framing_breaks_is_400_unreadable() {
+                super::a_body_whose_chunked_framing_breaks_is_400_unreadable::<$framework>().await;
+            }
         }
     };
+}
+
+/// A chunked body whose framing breaks off (a chunk size that is not hex) is 400 "unreadable
+/// body", not 413: only a body over the limit is "too large".
+async fn a_body_whose_chunked_framing_breaks_is_400_unreadable<F: Framework>() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let server = start::<F>(crate::e2e::test_receiver()).await;
+    let delivery = message(Dialect::Help, "broken-chunks-1");
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nhost: {}\r\nx-webhook-signature: {}\r\n\
+         transfer-encoding: chunked\r\n\r\n10\r\n{{\"event\":\"messag\r\nzz\r\n",
+        server.addr,
+        delivery.signature_value()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(ANSWER_TIMEOUT, stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        read.is_ok(),
+        "no answer within {ANSWER_TIMEOUT:?}: {answer}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains(r#"{"error":"unreadable body"}"#),
+        "{answer}"
+    );
+    assert!(server.recorder.handled().is_empty());
+}
+
+// --- src/receiver/mod.rs: the builder's and `admit`'s inclusive edges ---
+
+/// A TTL exactly as long as the replay tolerance covers it: a redelivery at the tolerance's
+/// edge is still remembered, so the receiver builds.
+#[test]
+fn a_dedup_ttl_equal_to_the_replay_tolerance_is_accepted() {
+    let hour = std::time::Duration::from_secs(3600);
+    let ttl_of_an_hour = Deduplicator::in_memory().with_ttl(hour).unwrap();
+    let receiver = Receiver::builder(test_verifier())
+        .deduplicator(ttl_of_an_hour)
+        .replay_tolerance(hour)
+        .build()
+        .expect("a TTL equal to the tolerance covers it");
+    assert_eq!(receiver.replay_tolerance(), hour);
+}
+
+/// The same edge for the inbox: handled rows kept exactly as long as the tolerance.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn an_inbox_retention_equal_to_the_replay_tolerance_is_accepted() {
+    use aisoule_webhooks::inbox::Inbox;
+    use aisoule_webhooks::inbox::sqlite::SqliteStore;
+
+    let hour = std::time::Duration::from_secs(3600);
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("inbox.db")).expect("a new SQLite inbox");
+    let inbox = Inbox::builder(store).retention(hour).build().unwrap();
+    let receiver = Receiver::builder(test_verifier())
+        .inbox(inbox)
+        .replay_tolerance(hour)
+        .build()
+        .expect("a retention equal to the tolerance covers it");
+    assert!(receiver.inbox().is_some());
+}
+
+/// `Receiver::admit` takes a body the caller already read: exactly at the limit it is
+/// admitted, one byte over it is refused before verification.
+#[tokio::test]
+async fn admit_takes_a_body_exactly_at_the_limit_and_refuses_one_byte_more() {
+    let delivery = message(Dialect::Help, "admit-at-the-limit-1");
+    let size = delivery.body().len();
+    let admit = |receiver: Receiver| {
+        let delivery = delivery.clone();
+        async move {
+            receiver
+                .admit(
+                    [delivery.signature_value().as_bytes()],
+                    delivery.body().clone(),
+                )
+                .await
+        }
+    };
+    let at_limit = admit(receiver_limited_to(size)).await;
+    assert!(
+        matches!(&at_limit, Ok(aisoule_webhooks::Admission::Fresh(_))),
+        "{at_limit:?}"
+    );
+    let over = admit(receiver_limited_to(size - 1)).await;
+    assert!(
+        matches!(&over, Err(Rejection::PayloadTooLarge { limit }) if *limit == size - 1),
+        "{over:?}"
+    );
+}
+
+// --- src/receiver/lifecycle.rs: what a lost lease at commit says ---
+
+/// A [`MemoryStore`] whose commits find the claim taken over, as a store does when the lease
+/// ran out under a slow handler and a redelivery claimed the event.
+#[derive(Debug, Default)]
+struct LeaseLostAtCommit(MemoryStore);
+
+impl IdempotencyStore for LeaseLostAtCommit {
+    fn claim<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: std::time::Duration,
+    ) -> StoreFuture<'a, StoreClaim> {
+        self.0.claim(key, token, lease)
+    }
+    fn renew<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        token: ClaimToken,
+        lease: std::time::Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.0.renew(key, token, lease)
+    }
+    fn commit<'a>(
+        &'a self,
+        key: &'a DedupKey,
+        _: ClaimToken,
+        _: std::time::Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            Err(DedupError::LeaseLost {
+                key: key.as_str().to_owned(),
+            })
+        })
+    }
+    fn release<'a>(&'a self, key: &'a DedupKey, token: ClaimToken) -> StoreFuture<'a, ()> {
+        self.0.release(key, token)
+    }
+    fn release_detached(&self, key: DedupKey, token: ClaimToken) {
+        self.0.release_detached(key, token);
+    }
+}
+
+/// A commit that finds its lease taken over warns that the event may have been handled twice
+/// (not the generic "its lease will expire", which would hide a double run).
+#[tokio::test(flavor = "current_thread")]
+async fn a_commit_that_lost_its_lease_warns_of_a_double_run() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let receiver = Receiver::builder(test_verifier())
+        .deduplicator(Deduplicator::new(LeaseLostAtCommit::default()))
+        .clock(Arc::new(ManualClock::new(test_now())))
+        .build()
+        .unwrap();
+    let delivery = message(Dialect::Help, "lease-lost-1");
+    let admission = receiver
+        .admit(
+            [delivery.signature_value().as_bytes()],
+            delivery.body().clone(),
+        )
+        .await;
+    let admitted = match admission {
+        Ok(aisoule_webhooks::Admission::Fresh(admitted)) => admitted,
+        other => panic!("a fresh delivery: {other:?}"),
+    };
+    let (_, settlement) = admitted.into_parts();
+    settlement.commit().await;
+    let text = logs.text();
+    assert!(
+        text.contains("the event may have been handled twice"),
+        "{text}"
+    );
+    assert!(!text.contains("its lease will expire"), "{text}");
 }
 
 body_cases!(on_axum, crate::axum::Axum);
