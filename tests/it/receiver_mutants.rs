@@ -345,9 +345,9 @@ macro_rules! body_cases {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_body_exactly_at_the_limit_is_handled_and_one_byte_more_is_413() {
                 super::a_body_exactly_at_the_limit_is_handled_and_one_byte_more_is_413::<
-                                    $framework,
-                                >()
-                                .await;
+                                                    $framework,
+                                                >()
+                                                .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,17 +516,7 @@ async fn a_commit_that_lost_its_lease_warns_of_a_double_run() {
         .build()
         .unwrap();
     let delivery = message(Dialect::Help, "lease-lost-1");
-    let admission = receiver
-        .admit(
-            [delivery.signature_value().as_bytes()],
-            delivery.body().clone(),
-        )
-        .await;
-    let admitted = match admission {
-        Ok(aisoule_webhooks::Admission::Fresh(admitted)) => admitted,
-        other => panic!("a fresh delivery: {other:?}"),
-    };
-    let (_, settlement) = admitted.into_parts();
+    let settlement = fresh_settlement(&receiver, &delivery).await;
     settlement.commit().await;
     let text = logs.text();
     assert!(
@@ -538,3 +528,65 @@ async fn a_commit_that_lost_its_lease_warns_of_a_double_run() {
 
 body_cases!(on_axum, crate::axum::Axum);
 body_cases!(on_actix, crate::actix::Actix);
+
+/// A settlement's `Debug` names the event it settles (kind and message id), so a log of a
+/// pending settlement says which delivery it holds.
+#[tokio::test]
+async fn a_settlement_debugs_as_the_event_it_settles() {
+    let receiver = Receiver::builder(test_verifier())
+        .clock(Arc::new(ManualClock::new(test_now())))
+        .build()
+        .unwrap();
+    let delivery = message(Dialect::Help, "debug-settlement-1");
+    let settlement = fresh_settlement(&receiver, &delivery).await;
+    let debug = format!("{settlement:?}");
+    assert!(debug.starts_with("Settlement"), "{debug}");
+    assert!(debug.contains("message.incoming"), "{debug}");
+    assert!(debug.contains("debug-settlement-1"), "{debug}");
+    settlement.commit().await;
+}
+
+/// `release()` frees the claim at once and quietly: the retry is admitted as fresh, and
+/// nothing is logged as a settlement dropped unsettled (the warning kept for forgotten ones).
+#[tokio::test(flavor = "current_thread")]
+async fn release_frees_the_claim_without_the_forgotten_settlement_warning() {
+    let logs = CapturedLogs::default();
+    let _guard = logs.install();
+    let receiver = Receiver::builder(test_verifier())
+        .clock(Arc::new(ManualClock::new(test_now())))
+        .build()
+        .unwrap();
+    let delivery = message(Dialect::Help, "released-1");
+    let settlement = fresh_settlement(&receiver, &delivery).await;
+    settlement.release().await;
+    let retry = admit_once(&receiver, &delivery).await;
+    assert!(
+        matches!(&retry, Ok(aisoule_webhooks::Admission::Fresh(_))),
+        "{retry:?}"
+    );
+    let text = logs.text();
+    assert!(!text.contains("dropped before it was settled"), "{text}");
+}
+
+async fn admit_once(
+    receiver: &Receiver,
+    delivery: &Delivery,
+) -> Result<aisoule_webhooks::Admission, Rejection> {
+    receiver
+        .admit(
+            [delivery.signature_value().as_bytes()],
+            delivery.body().clone(),
+        )
+        .await
+}
+
+/// The settlement of `delivery`, which must be admitted as fresh.
+async fn fresh_settlement(
+    receiver: &Receiver,
+    delivery: &Delivery,
+) -> aisoule_webhooks::receiver::Settlement {
+    match admit_once(receiver, delivery).await {
+        Ok(aisoule_webhooks::Admission::Fresh(admitted)) => admitted.into_parts().1,
+        other => panic!("a fresh delivery: {other:?}"),
+    }
+}
