@@ -39,6 +39,8 @@ mod promises;
 mod proxies;
 #[cfg(all(feature = "redis", feature = "axum", feature = "test-util"))]
 mod readiness;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod receiver_mutants;
 #[cfg(feature = "redis")]
 mod redis_server;
 mod support;
