@@ -520,7 +520,9 @@ impl Receiver {
                 return Err(error.into());
             }
         };
-        self.inner.secret_match_keys.matched(verified.secret_label());
+        self.inner
+            .secret_match_keys
+            .matched(verified.secret_label());
         let span = tracing::Span::current();
         span.record("secret_label", verified.secret_label());
         let event = Event::parse_bytes(body)?;
