@@ -62,7 +62,6 @@ use tracing::Instrument;
 use crate::error::Rejection;
 use crate::receiver::{
     Answer, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent, delivery_span,
-    outcome_of,
 };
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -248,7 +247,7 @@ where
             request.add_data_container(Rc::new(configs));
             let http_request = request.request().clone();
             request.set_payload(Payload::from(body));
-            let run = admitted.run(service.call(request), |answer| {
+            let run = admitted.run_to_outcome(service.call(request), |answer| {
                 answer
                     .as_ref()
                     .ok()
@@ -256,21 +255,19 @@ where
             });
             // Spawned on the worker's local set: actix services are not `Send`.
             match actix_web::rt::spawn(run.in_current_span()).await {
-                Ok(answer) => answer.map(|mut response| {
-                    let outcome = outcome_of(http_status(response.status()));
+                Ok((answer, outcome)) => answer.map(|mut response| {
                     response.headers_mut().insert(
                         header::HeaderName::from_static(crate::OUTCOME_HEADER),
                         HeaderValue::from_static(outcome),
                     );
                     response.map_into_left_body()
                 }),
-                Err(_panicked) => {
-                    crate::receiver::telemetry::delivery(Answer::HANDLER_PANICKED.outcome());
-                    Ok(
-                        ServiceResponse::new(http_request, response(&Answer::HANDLER_PANICKED))
-                            .map_into_right_body(),
-                    )
-                }
+                // The dropped run's settlement released the claim and counted the delivery.
+                Err(_panicked) => Ok(ServiceResponse::new(
+                    http_request,
+                    response(&Answer::HANDLER_PANICKED),
+                )
+                .map_into_right_body()),
             }
         };
         Box::pin(lifecycle.instrument(delivery_span()))

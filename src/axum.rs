@@ -74,7 +74,7 @@ use crate::error::Rejection;
 use crate::inbox::{HandlerError, Job, JobHandler};
 use crate::receiver::{
     Answer, BoxError, HandlerPanicked, MissingReceiver, Receiver, RequestHeaders, RunToCompletion,
-    Settlement, VerifiedEvent, delivery_span, outcome_of,
+    Settlement, VerifiedEvent, delivery_span,
 };
 
 /// [`OUTCOME_HEADER`](crate::OUTCOME_HEADER), as axum's type.
@@ -221,22 +221,19 @@ where
                     .insert(CONTENT_LENGTH, HeaderValue::from(length));
             }
             let request = http::Request::from_parts(parts, Body::from(admitted.body().clone()));
-            let run = admitted.run(inner.call(request), |answer| {
+            let run = admitted.run_to_outcome(inner.call(request), |answer| {
                 answer.as_ref().ok().map(http::Response::status)
             });
             match RunToCompletion::new(run).await {
-                Ok(answer) => answer.map(|response| {
+                Ok((answer, outcome)) => answer.map(|response| {
                     let mut response = response.map(Body::new);
-                    let outcome = outcome_of(Some(response.status()));
                     response
                         .headers_mut()
                         .insert(OUTCOME, HeaderValue::from_static(outcome));
                     response
                 }),
-                Err(HandlerPanicked) => {
-                    crate::receiver::telemetry::delivery(Answer::HANDLER_PANICKED.outcome());
-                    Ok(Answer::HANDLER_PANICKED.into_response())
-                }
+                // The dropped run's settlement released the claim and counted the delivery.
+                Err(HandlerPanicked) => Ok(Answer::HANDLER_PANICKED.into_response()),
             }
         };
         Box::pin(lifecycle.instrument(span))

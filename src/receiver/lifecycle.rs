@@ -71,8 +71,19 @@ impl Admitted {
         handler: F,
         status_of: impl FnOnce(&F::Output) -> Option<http::StatusCode>,
     ) -> F::Output {
+        self.run_to_outcome(handler, status_of).await.0
+    }
+
+    /// [`run`](Self::run), also giving the delivery's outcome (`handled` or `released`),
+    /// which the integrations send in the [`OUTCOME_HEADER`](crate::OUTCOME_HEADER): worked
+    /// out once, here, rather than again from the response.
+    pub(crate) async fn run_to_outcome<F: Future>(
+        self,
+        handler: F,
+        status_of: impl FnOnce(&F::Output) -> Option<http::StatusCode>,
+    ) -> (F::Output, &'static str) {
         let Self {
-            settlement,
+            mut settlement,
             slow_handler_warning,
         } = self;
         let started = std::time::Instant::now();
@@ -94,10 +105,9 @@ impl Admitted {
         };
         let status = status_of(&output);
         let handled = status.is_some_and(|status| status.is_success());
-        let outcome = outcome_of(status);
+        let outcome = outcome_of(handled);
         tracing::Span::current().record("outcome", outcome);
         super::telemetry::handler_ran(handled, started.elapsed());
-        super::telemetry::delivery(outcome);
         if let Some(status) = status.filter(|s| s.is_success() && *s != http::StatusCode::OK) {
             tracing::debug!(
                 %status,
@@ -106,9 +116,9 @@ impl Admitted {
                  (answered as a duplicate)"
             );
         }
-        let event = settlement.event.clone();
-        settlement.settle(handled).await;
+        settlement.settle_in_place(handled).await;
         // The delivery's one INFO line: the span's fields are there only when its level is on.
+        let event = &settlement.event;
         let (kind, message_id) = (event.kind().as_str(), event.message_id());
         match status {
             Some(status) if handled => {
@@ -128,18 +138,14 @@ impl Admitted {
                 "the handler failed; claim released, so the platform's retry runs it again"
             ),
         }
-        output
+        (output, outcome)
     }
 }
 
-/// The outcome a handler's answer gives its delivery: `handled` for a 2xx (the claim is
-/// committed), `released` for anything else (`None`: an error).
-pub(crate) fn outcome_of(status: Option<http::StatusCode>) -> &'static str {
-    if status.is_some_and(|status| status.is_success()) {
-        "handled"
-    } else {
-        "released"
-    }
+/// The outcome of a delivery whose claim is settled: `handled` when committed, `released`
+/// otherwise (the handler answered anything but a 2xx, failed, panicked or was dropped).
+fn outcome_of(handled: bool) -> &'static str {
+    if handled { "handled" } else { "released" }
 }
 
 /// The one pending decision about an admitted delivery's claim: commit it (handled) or
@@ -214,9 +220,16 @@ impl Settlement {
 
     /// The one way a claim is settled, by the crate and by your handlers alike.
     pub(crate) async fn settle(mut self, handled: bool) {
+        self.settle_in_place(handled).await;
+    }
+
+    /// Settles the claim and counts the delivery's outcome, keeping the event for the caller's
+    /// log line; dropping `self` afterwards does nothing more.
+    async fn settle_in_place(&mut self, handled: bool) {
         let Some(mut claim) = self.claim.take() else {
             return;
         };
+        super::telemetry::delivery(outcome_of(handled));
         if let Err(error) = claim.settle(handled).await {
             log_settle_error(
                 &error,
@@ -241,6 +254,9 @@ fn log_settle_error(error: &DedupError, key: &crate::dedup::DedupKey, step: &'st
 impl Drop for Settlement {
     fn drop(&mut self) {
         if let Some(claim) = &self.claim {
+            // Every path that loses a delivery unsettled ends here (a panic in any
+            // integration, a cancelled request, a forgotten commit): counted once, here.
+            super::telemetry::delivery(outcome_of(false));
             tracing::warn!(
                 kind = self.event.kind().as_str(),
                 message_id = self.event.message_id(),

@@ -51,8 +51,6 @@ use client::TrustedProxies;
 /// The address ranges [`ReceiverBuilder::trusted_proxies`] takes, re-exported so that you need
 /// not depend on `ipnet` yourself.
 pub use ipnet::IpNet;
-#[cfg(any(feature = "axum", feature = "actix-web"))]
-pub(crate) use lifecycle::outcome_of;
 pub use lifecycle::{Admitted, Settlement};
 #[cfg(feature = "axum")]
 pub(crate) use lifecycle::{HandlerPanicked, RunToCompletion};

@@ -145,3 +145,69 @@ async fn each_outcome_is_counted_once_with_its_label() {
         1
     );
 }
+
+/// Every way a claim is settled counts the delivery once, in `Settlement`, whichever code
+/// settled it: a panicking handler (no integration counts it again), an admission dropped
+/// unsettled, and a handler that takes the settlement and commits it itself.
+#[tokio::test]
+async fn every_settlement_path_counts_the_delivery_once() {
+    const DELIVERIES: &str = "aisoule_webhook_deliveries_total";
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // A thread-local recorder: the test's runtime is current-thread, so the spawned task
+    // below runs on this thread too.
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let receiver = Receiver::new(test_verifier());
+    let admit = |id: &'static str| {
+        let receiver = receiver.clone();
+        async move {
+            let delivery = delivery(id);
+            match receiver
+                .admit(
+                    [delivery.signature_value().as_bytes()],
+                    Bytes::copy_from_slice(delivery.body()),
+                )
+                .await
+            {
+                Ok(Admission::Fresh(admitted)) => admitted,
+                other => panic!("{id} was not admitted fresh: {other:?}"),
+            }
+        }
+    };
+
+    let panicking = admit("settle-panic").await;
+    let run = tokio::spawn(
+        panicking.run(async { panic!("the handler panics") }, |_: &()| {
+            Some(http::StatusCode::OK)
+        }),
+    );
+    assert!(run.await.unwrap_err().is_panic());
+    let recorded = snapshot(&snapshotter);
+    assert_eq!(
+        value(&recorded, DELIVERIES, Some(("outcome", "released"))),
+        1
+    );
+    assert_eq!(
+        value(&recorded, DELIVERIES, Some(("outcome", "handled"))),
+        0
+    );
+
+    drop(admit("settle-dropped").await);
+    let recorded = snapshot(&snapshotter);
+    assert_eq!(
+        value(&recorded, DELIVERIES, Some(("outcome", "released"))),
+        1
+    );
+
+    let (_event, settlement) = admit("settle-by-hand").await.into_parts();
+    settlement.commit().await;
+    let recorded = snapshot(&snapshotter);
+    assert_eq!(
+        value(&recorded, DELIVERIES, Some(("outcome", "handled"))),
+        1
+    );
+    assert_eq!(
+        value(&recorded, DELIVERIES, Some(("outcome", "released"))),
+        0
+    );
+}
