@@ -59,6 +59,7 @@ use http_body::Frame;
 use http_body_util::StreamBody;
 use tracing::Instrument;
 
+use crate::dispatch::{self, Dispatcher};
 use crate::error::Rejection;
 use crate::receiver::{
     Answer, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent, delivery_span,
@@ -356,5 +357,50 @@ impl FromRequest for WebhookDelivery {
                 settlement: Some(settlement),
             })
         })
+    }
+}
+
+/// A [`Dispatcher`] is an actix-web handler: `web::post().to(dispatcher)` behind
+/// [`WebhookMiddleware`]. Its handlers' state `S` is any extractor, typically
+/// `web::Data<T>` from `App::app_data` (or `()` for none). It answers 200 when a handler
+/// answered `Ok` (or none is registered for the event: acknowledged) and 500 when one failed,
+/// so the middleware commits or releases the claim by it.
+///
+/// ```no_run
+/// use actix_web::{App, web};
+/// use aisoule_webhooks::actix::WebhookMiddleware;
+/// use aisoule_webhooks::dispatch::{Dispatcher, TypedEvent};
+/// use aisoule_webhooks::event::InboundMessage;
+/// use aisoule_webhooks::{Receiver, Verifier, WebhookSecret};
+///
+/// struct Greeting(&'static str);
+///
+/// # fn app() -> Result<(), Box<dyn std::error::Error>> {
+/// let receiver = Receiver::new(Verifier::new(WebhookSecret::new("whsec_…")?));
+/// let dispatcher = Dispatcher::new().on_message(
+///     |message: TypedEvent<InboundMessage<'static>>, greeting: web::Data<Greeting>| async move {
+///         println!("{} {:?}", greeting.0, message.text());
+///         Ok(())
+///     },
+/// );
+/// let app = App::new().app_data(web::Data::new(Greeting("hello"))).service(
+///     web::resource("/webhook")
+///         .wrap(WebhookMiddleware::new(receiver))
+///         .route(web::post().to(dispatcher)),
+/// );
+/// # let _ = app; Ok(()) }
+/// ```
+impl<S> actix_web::Handler<(VerifiedEvent, S)> for Dispatcher<S>
+where
+    S: FromRequest + Clone + Send + Sync + 'static,
+{
+    type Output = HttpResponse;
+    type Future = LocalBoxFuture<HttpResponse>;
+
+    fn call(&self, (event, state): (VerifiedEvent, S)) -> Self::Future {
+        let dispatcher = self.clone();
+        Box::pin(
+            async move { response(&dispatch::answer(dispatcher.dispatch(event, state).await)) },
+        )
     }
 }

@@ -70,6 +70,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
+use crate::dispatch::{self, Dispatcher};
 use crate::error::Rejection;
 use crate::inbox::{HandlerError, Job, JobHandler};
 use crate::receiver::{
@@ -418,6 +419,52 @@ where
             } else {
                 Err(format!("the handler answered {}", response.status()).into())
             }
+        })
+    }
+}
+
+/// A [`Dispatcher`] is an axum handler: `post(dispatcher)` behind [`WebhookLayer`], with the
+/// router's state as its handlers' state. It answers 200 when a handler answered `Ok` (or
+/// none is registered for the event: acknowledged) and 500 when one failed, so the layer
+/// commits or releases the claim by it. Behind no layer it answers 500 ([`MissingReceiver`]).
+///
+/// ```no_run
+/// use axum::{Router, routing::post};
+/// use aisoule_webhooks::axum::WebhookLayer;
+/// use aisoule_webhooks::dispatch::{Dispatcher, TypedEvent};
+/// use aisoule_webhooks::event::InboundMessage;
+/// use aisoule_webhooks::{Receiver, Verifier, WebhookSecret};
+///
+/// #[derive(Clone)]
+/// struct App { greeting: &'static str }
+///
+/// # fn app() -> Result<Router, Box<dyn std::error::Error>> {
+/// let receiver = Receiver::new(Verifier::new(WebhookSecret::new("whsec_…")?));
+/// let dispatcher = Dispatcher::new().on_message(
+///     |message: TypedEvent<InboundMessage<'static>>, app: App| async move {
+///         println!("{} {:?}", app.greeting, message.text());
+///         Ok(())
+///     },
+/// );
+/// let app = Router::new()
+///     .route("/webhook", post(dispatcher).layer(WebhookLayer::new(receiver)))
+///     .with_state(App { greeting: "hello" });
+/// # Ok(app) }
+/// ```
+impl<S> axum::handler::Handler<Dispatcher<S>, S> for Dispatcher<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    type Future = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+    fn call(self, request: Request, state: S) -> Self::Future {
+        Box::pin(async move {
+            let Some(event) = request.extensions().get::<VerifiedEvent>().cloned() else {
+                return MissingReceiver.into_response();
+            };
+            // The request (and its body, which the event holds too) is not needed past here.
+            drop(request);
+            dispatch::answer(self.dispatch(event, state).await).into_response()
         })
     }
 }

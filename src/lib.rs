@@ -78,6 +78,7 @@ pub mod actix;
 pub mod axum;
 pub mod clock;
 pub mod dedup;
+pub mod dispatch;
 pub mod error;
 pub mod event;
 pub mod inbox;

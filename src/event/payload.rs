@@ -256,6 +256,160 @@ impl<'a> Payload<'a> {
     }
 }
 
+/// A string owning its text: the `'static` form of a field borrowed from the raw bytes.
+fn owned(text: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(text.into_owned())
+}
+
+impl MessageId<'_> {
+    /// The same id, owning its text.
+    pub fn into_owned(self) -> MessageId<'static> {
+        MessageId(owned(self.0))
+    }
+}
+
+impl MessageContent<'_> {
+    /// The same content, owning its text.
+    pub fn into_owned(self) -> MessageContent<'static> {
+        match self {
+            Self::Text { body } => MessageContent::Text { body: owned(body) },
+            Self::Other { message_type, text } => MessageContent::Other {
+                message_type,
+                text: text.map(owned),
+            },
+        }
+    }
+}
+
+impl<'a> InboundMessage<'a> {
+    /// The customer who wrote: the `sender` (`from` in the help dialect).
+    pub fn customer(&self) -> Option<&PhoneNumber<'a>> {
+        self.sender.as_ref()
+    }
+
+    /// The text of a text message, or a caption that came with another type, whichever
+    /// dialect's field (`text` or `body`) carried it.
+    pub fn text(&self) -> Option<&str> {
+        match &self.content {
+            MessageContent::Text { body } => Some(body),
+            MessageContent::Other { text, .. } => text.as_deref(),
+        }
+    }
+
+    /// The same message, owning its text, to keep beyond the event it was read from (or to
+    /// hand to a task).
+    pub fn into_owned(self) -> InboundMessage<'static> {
+        InboundMessage {
+            message_id: self.message_id.into_owned(),
+            sender: self.sender.map(PhoneNumber::into_owned),
+            recipient: self.recipient.map(PhoneNumber::into_owned),
+            contact_id: self.contact_id.map(owned),
+            contact_name: self.contact_name.map(owned),
+            whatsapp_account_id: self.whatsapp_account_id.map(owned),
+            content: self.content.into_owned(),
+            extra: self.extra,
+        }
+    }
+}
+
+impl DeliveryError<'_> {
+    /// The same error, owning its text.
+    pub fn into_owned(self) -> DeliveryError<'static> {
+        DeliveryError {
+            code: self.code,
+            message: self.message.map(owned),
+        }
+    }
+}
+
+impl<'a> MessageStatus<'a> {
+    /// The customer the message went to: the status's `recipient` (`to` in the help dialect).
+    pub fn customer(&self) -> Option<&PhoneNumber<'a>> {
+        self.recipient.as_ref()
+    }
+
+    /// The same status, owning its text.
+    pub fn into_owned(self) -> MessageStatus<'static> {
+        MessageStatus {
+            message_id: self.message_id.into_owned(),
+            status: self.status,
+            recipient: self.recipient.map(PhoneNumber::into_owned),
+            sender: self.sender.map(PhoneNumber::into_owned),
+            error: self.error.map(DeliveryError::into_owned),
+            extra: self.extra,
+        }
+    }
+}
+
+impl Contact<'_> {
+    /// The same contact, owning its text.
+    pub fn into_owned(self) -> Contact<'static> {
+        Contact {
+            id: owned(self.id),
+            phone_number: self.phone_number.map(PhoneNumber::into_owned),
+            name: self.name.map(owned),
+            source: self.source.map(owned),
+            extra: self.extra,
+        }
+    }
+}
+
+impl CampaignCompleted<'_> {
+    /// The same campaign report, owning its text.
+    pub fn into_owned(self) -> CampaignCompleted<'static> {
+        CampaignCompleted {
+            id: owned(self.id),
+            name: self.name.map(owned),
+            total: self.total,
+            sent: self.sent,
+            delivered: self.delivered,
+            read: self.read,
+            failed: self.failed,
+            extra: self.extra,
+        }
+    }
+}
+
+impl TransferCreated<'_> {
+    /// The same transfer, owning its text.
+    pub fn into_owned(self) -> TransferCreated<'static> {
+        TransferCreated {
+            contact_id: owned(self.contact_id),
+            from_agent_id: self.from_agent_id.map(owned),
+            to_agent_id: self.to_agent_id.map(owned),
+            to_team_id: self.to_team_id.map(owned),
+            notes: self.notes.map(owned),
+            extra: self.extra,
+        }
+    }
+}
+
+impl UnknownEvent<'_> {
+    /// The same event, owning its name.
+    pub fn into_owned(self) -> UnknownEvent<'static> {
+        UnknownEvent {
+            name: owned(self.name),
+            data: self.data,
+        }
+    }
+}
+
+impl Payload<'_> {
+    /// The same payload, owning its text: what a typed handler receives, since it may outlive
+    /// the request (see [`Dispatcher`](crate::dispatch::Dispatcher)).
+    pub fn into_owned(self) -> Payload<'static> {
+        match self {
+            Self::Message(message) => Payload::Message(message.into_owned()),
+            Self::Status(status) => Payload::Status(status.into_owned()),
+            Self::Contact(contact) => Payload::Contact(contact.into_owned()),
+            Self::Campaign(campaign) => Payload::Campaign(campaign.into_owned()),
+            Self::Transfer(transfer) => Payload::Transfer(transfer.into_owned()),
+            Self::Unrecognized(unrecognized) => Payload::Unrecognized(unrecognized),
+            Self::Unknown(unknown) => Payload::Unknown(unknown.into_owned()),
+        }
+    }
+}
+
 /// `data` as sent, whole (`null` when absent), for payloads kept untyped.
 fn data_value(raw: &[u8]) -> Value {
     #[derive(serde::Deserialize)]

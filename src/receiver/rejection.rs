@@ -221,9 +221,22 @@ impl Answer {
         outcome: "quarantined",
     };
 
-    /// `500`: the handler panicked. Its claim was released, so the platform's retry runs it
-    /// again.
-    pub const HANDLER_PANICKED: Self = Self {
+    /// `200 {"status":"handled"}`: a [`Dispatcher`](crate::dispatch::Dispatcher)'s handler
+    /// answered `Ok`, or no handler is registered for the event (acknowledged, so that the
+    /// platform does not retry an event nobody handles).
+    pub const HANDLED: Self = Self {
+        status: http::StatusCode::OK,
+        body: r#"{"status":"handled"}"#,
+        retry_after_secs: None,
+        allow: None,
+        closes_connection: false,
+        outcome: "handled",
+    };
+
+    /// `500 {"error":"handler failed"}`: a [`Dispatcher`](crate::dispatch::Dispatcher)'s
+    /// handler returned an error. The body never carries the error, which is logged; the
+    /// claim is released, so the platform's retry runs the handler again.
+    pub const HANDLER_FAILED: Self = Self {
         status: http::StatusCode::INTERNAL_SERVER_ERROR,
         body: r#"{"error":"handler failed"}"#,
         retry_after_secs: None,
@@ -231,6 +244,11 @@ impl Answer {
         closes_connection: false,
         outcome: "released",
     };
+
+    /// `500`: the handler panicked. Its claim was released, so the platform's retry runs it
+    /// again. The same answer as [`HANDLER_FAILED`](Self::HANDLER_FAILED): a sender learns
+    /// nothing of how the handler failed.
+    pub const HANDLER_PANICKED: Self = Self::HANDLER_FAILED;
 
     /// The status.
     pub fn status(&self) -> http::StatusCode {

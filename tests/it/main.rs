@@ -10,6 +10,13 @@ mod axum;
 mod dedup;
 #[cfg(feature = "test-util")]
 mod diagnose;
+#[cfg(all(
+    feature = "actix-web",
+    feature = "axum",
+    feature = "sqlite",
+    feature = "test-util"
+))]
+mod dispatch;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod e2e;
 mod event;
