@@ -15,8 +15,9 @@
 //!
 //! Its `std::hint::black_box` on every byte is what keeps it a loop: without it LLVM turns an
 //! early-exit comparison of two `[u8; 32]`, like `==`, into the same branch-free
-//! `pcmpeqb`/`pand`/`pmovmskb` sequence that `constant_time_eq` uses on x86-64, so that
-//! replacing the verifier's compare with `==` is invisible here (README, Security).
+//! `pcmpeqb`/`pand`/`pmovmskb` sequence a constant-time compare uses on x86-64, so that an
+//! early-exit `==` of the tags would be invisible here; the verifier leaves the comparison to
+//! the MAC library's `verify_slice` (README, Security).
 
 use aisoule_webhooks::{Verifier, WebhookSecret, sign};
 use dudect_bencher::ctbench::{BenchMetadata, BenchName, BenchOpts, run_benches_console};

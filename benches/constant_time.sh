@@ -7,8 +7,9 @@
 #
 # It catches a verifier that compares byte by byte and stops at the first difference (a
 # comparison of the hex texts did: |t| 390 to 990). It cannot catch `==`, or a byte loop over
-# the two 32-byte arrays, in place of `constant_time_eq_32`: on x86-64 LLVM compiles those to
-# the same branch-free SSE2 compare (README, "What the timing check cannot see").
+# the two 32-byte arrays: on x86-64 LLVM compiles those to the same branch-free SSE2 compare
+# (README, "What the timing check cannot see"), which is why the verifier leaves the comparison
+# to the MAC library's constant-time `verify_slice`.
 #
 #   benches/constant_time.sh
 set -euo pipefail

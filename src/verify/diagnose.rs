@@ -137,12 +137,7 @@ impl Verifier {
         let matches = |secrets: &Arc<[KeyedSecret]>, candidate: &[u8]| {
             secrets
                 .iter()
-                .find(|secret| {
-                    constant_time_eq::constant_time_eq_32(
-                        &super::tag(&secret.mac, candidate),
-                        &digest,
-                    )
-                })
+                .find(|secret| super::tag_matches(&secret.mac, candidate, &digest))
                 .map(|secret| secret.label.to_string())
         };
         if let Some(label) = matches(&self.retired, body) {
