@@ -13,6 +13,8 @@ mod diagnose;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod e2e;
 mod event;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod example_metrics;
 #[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
 mod inbox;
 #[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
