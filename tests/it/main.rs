@@ -45,5 +45,7 @@ mod readiness;
 mod receiver_mutants;
 #[cfg(feature = "redis")]
 mod redis_server;
+#[cfg(all(feature = "axum", feature = "test-util"))]
+mod stale;
 mod support;
 mod verify;

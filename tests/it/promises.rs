@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aisoule_webhooks::axum::WebhookLayer;
 use aisoule_webhooks::clock::ManualClock;
+use aisoule_webhooks::error::Skew;
 use aisoule_webhooks::event::{Dialect, EventKind, Payload};
 use aisoule_webhooks::test_util::{Delivery, test_verifier};
 use aisoule_webhooks::{Admission, Receiver, Rejection, VerifiedEvent};
@@ -56,9 +57,9 @@ async fn the_replay_window_holds_exactly_3600_s_either_way_and_not_3601() {
             "{id}: exactly the tolerance is fresh: {admission:?}"
         );
     }
-    for (id, at) in [
-        ("past-1", test_now() - hour - second),
-        ("future-1", test_now() + hour + second),
+    for (id, at, skew) in [
+        ("past-1", test_now() - hour - second, Skew::Behind),
+        ("future-1", test_now() + hour + second, Skew::Ahead),
     ] {
         let admission = admit(&receiver, &message_at(id, at)).await;
         assert!(
@@ -66,8 +67,9 @@ async fn the_replay_window_holds_exactly_3600_s_either_way_and_not_3601() {
                 admission,
                 Err(Rejection::Stale {
                     skew_secs: 3601,
+                    direction,
                     tolerance_secs: 3600
-                })
+                }) if direction == skew
             ),
             "{id}: one second past the tolerance is stale: {admission:?}"
         );
