@@ -47,7 +47,8 @@
 //!   purge.
 //! - Counting the done rows for [`Inbox::stats`](crate::inbox::Inbox::stats) reads all of them
 //!   (about 50 ms per 500 000 on a small VM), and listing or replaying by state reads the
-//!   table: poll the stats every few seconds for metrics, not per request.
+//!   table: poll the stats every few seconds, not per request. The workers' inbox metrics
+//!   come from [`InboxStore::backlog`] instead, which counts through the partial indexes only.
 //! - [`Inbox::purge`](crate::inbox::Inbox::purge) deletes old done rows in batches of 1 000
 //!   oldest first, one short transaction each, so it never holds locks or a snapshot for long.
 //!   Call it periodically (say hourly) from one replica; several replicas purging at once is
@@ -92,8 +93,8 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::store::{
-    ClaimedJob, Fence, InboxFuture, InboxStats, InboxStore, Inserted, JobFilter, JobId, JobRecord,
-    JobState, NewDelivery, from_millis, to_millis,
+    ClaimedJob, Fence, InboxBacklog, InboxFuture, InboxStats, InboxStore, Inserted, JobFilter,
+    JobId, JobRecord, JobState, NewDelivery, from_millis, to_millis,
 };
 use crate::error::InboxError;
 
@@ -412,6 +413,7 @@ struct Statements {
     replay: Arc<str>,
     purge: Arc<str>,
     stats: Arc<str>,
+    backlog: Arc<str>,
 }
 
 impl Statements {
@@ -506,6 +508,16 @@ impl Statements {
                      (SELECT count(*) FROM {t} WHERE state = 'pending'),
                      (SELECT count(*) FROM {t} WHERE state = 'running'),
                      (SELECT count(*) FROM {t} WHERE state = 'done'),
+                     (SELECT count(*) FROM {t} WHERE state = 'dead'),
+                     (SELECT count(*) FROM {t} WHERE state = 'quarantined'),
+                     (SELECT min(received_at) FROM {t} WHERE state = 'pending')"
+            )
+            .into(),
+            // Each count reads one partial index (pending, running, held), never a done row.
+            backlog: format!(
+                "SELECT
+                     (SELECT count(*) FROM {t} WHERE state = 'pending'),
+                     (SELECT count(*) FROM {t} WHERE state = 'running'),
                      (SELECT count(*) FROM {t} WHERE state = 'dead'),
                      (SELECT count(*) FROM {t} WHERE state = 'quarantined'),
                      (SELECT min(received_at) FROM {t} WHERE state = 'pending')"
@@ -931,6 +943,25 @@ impl InboxStore for PostgresStore {
                 })
             };
             self.run("count jobs", work).await
+        })
+    }
+
+    fn backlog(&self) -> InboxFuture<'_, InboxBacklog> {
+        Box::pin(async move {
+            let work = async {
+                let row = query(&self.sql.backlog).fetch_one(&self.pool).await?;
+                let state = |i: usize| -> Result<u64, sqlx::Error> {
+                    Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or(0))
+                };
+                Ok(InboxBacklog {
+                    pending: state(0)?,
+                    running: state(1)?,
+                    dead: state(2)?,
+                    quarantined: state(3)?,
+                    oldest_pending_received_at: row.try_get::<Option<i64>, _>(4)?.map(from_millis),
+                })
+            };
+            self.run("count unfinished jobs", work).await
         })
     }
 }

@@ -19,6 +19,8 @@ mod example_metrics;
 mod inbox;
 #[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
 mod inbox_crash;
+#[cfg(all(feature = "sqlite", feature = "test-util"))]
+mod inbox_metrics;
 #[cfg(all(feature = "postgres", feature = "test-util"))]
 mod inbox_postgres;
 #[cfg(all(feature = "sqlite", feature = "test-util"))]
