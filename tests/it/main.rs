@@ -43,6 +43,8 @@ mod promises;
 mod proxies;
 #[cfg(all(feature = "redis", feature = "axum", feature = "test-util"))]
 mod readiness;
+#[cfg(all(feature = "postgres", feature = "test-util"))]
+mod readiness_postgres;
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod receiver_mutants;
 #[cfg(feature = "redis")]
