@@ -268,6 +268,25 @@ impl PostgresStore {
     }
 
     /// Runs `work` for at most the operation timeout, naming `operation` in its error.
+    /// Runs `statement`, whose one row is `N` counts and then the oldest pending row's
+    /// `received_at`, and returns them.
+    async fn counts<const N: usize>(
+        &self,
+        operation: &'static str,
+        statement: &Arc<str>,
+    ) -> Result<([u64; N], Option<SystemTime>), InboxError> {
+        let work = async {
+            let row = query(statement).fetch_one(&self.pool).await?;
+            let mut counts = [0; N];
+            for (i, count) in counts.iter_mut().enumerate() {
+                *count = u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or(0);
+            }
+            let oldest = row.try_get::<Option<i64>, _>(N)?.map(from_millis);
+            Ok((counts, oldest))
+        };
+        self.run(operation, work).await
+    }
+
     async fn run<T>(
         &self,
         operation: &'static str,
@@ -502,29 +521,25 @@ impl Statements {
                      ORDER BY finished_at LIMIT $2)"
             )
             .into(),
-            // One count per state, each answerable from its partial index.
-            stats: format!(
-                "SELECT
-                     (SELECT count(*) FROM {t} WHERE state = 'pending'),
-                     (SELECT count(*) FROM {t} WHERE state = 'running'),
-                     (SELECT count(*) FROM {t} WHERE state = 'done'),
-                     (SELECT count(*) FROM {t} WHERE state = 'dead'),
-                     (SELECT count(*) FROM {t} WHERE state = 'quarantined'),
-                     (SELECT min(received_at) FROM {t} WHERE state = 'pending')"
-            )
-            .into(),
+            stats: counts_statement(t, &JobState::ALL),
             // Each count reads one partial index (pending, running, held), never a done row.
-            backlog: format!(
-                "SELECT
-                     (SELECT count(*) FROM {t} WHERE state = 'pending'),
-                     (SELECT count(*) FROM {t} WHERE state = 'running'),
-                     (SELECT count(*) FROM {t} WHERE state = 'dead'),
-                     (SELECT count(*) FROM {t} WHERE state = 'quarantined'),
-                     (SELECT min(received_at) FROM {t} WHERE state = 'pending')"
-            )
-            .into(),
+            backlog: counts_statement(t, &InboxBacklog::STATES),
         }
     }
+}
+
+/// One `count(*)` per state of `states`, in their order, each answerable from its state's
+/// partial index, then the oldest pending row's `received_at`: the row
+/// [`PostgresStore::counts`] reads.
+fn counts_statement(t: &str, states: &[JobState]) -> Arc<str> {
+    let mut columns: Vec<String> = states
+        .iter()
+        .map(|state| format!("(SELECT count(*) FROM {t} WHERE state = '{state}')"))
+        .collect();
+    columns.push(format!(
+        "(SELECT min(received_at) FROM {t} WHERE state = 'pending')"
+    ));
+    format!("SELECT {}", columns.join(", ")).into()
 }
 
 /// A statement with its bound values.
@@ -928,40 +943,33 @@ impl InboxStore for PostgresStore {
 
     fn stats(&self) -> InboxFuture<'_, InboxStats> {
         Box::pin(async move {
-            let work = async {
-                let row = query(&self.sql.stats).fetch_one(&self.pool).await?;
-                let state = |i: usize| -> Result<u64, sqlx::Error> {
-                    Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or(0))
-                };
-                Ok(InboxStats {
-                    pending: state(0)?,
-                    running: state(1)?,
-                    done: state(2)?,
-                    dead: state(3)?,
-                    quarantined: state(4)?,
-                    oldest_pending_received_at: row.try_get::<Option<i64>, _>(5)?.map(from_millis),
-                })
-            };
-            self.run("count jobs", work).await
+            // In `JobState::ALL`'s order, as the statement counts them.
+            let ([pending, running, done, dead, quarantined], oldest_pending_received_at) =
+                self.counts("count jobs", &self.sql.stats).await?;
+            Ok(InboxStats {
+                pending,
+                running,
+                done,
+                dead,
+                quarantined,
+                oldest_pending_received_at,
+            })
         })
     }
 
     fn backlog(&self) -> InboxFuture<'_, InboxBacklog> {
         Box::pin(async move {
-            let work = async {
-                let row = query(&self.sql.backlog).fetch_one(&self.pool).await?;
-                let state = |i: usize| -> Result<u64, sqlx::Error> {
-                    Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or(0))
-                };
-                Ok(InboxBacklog {
-                    pending: state(0)?,
-                    running: state(1)?,
-                    dead: state(2)?,
-                    quarantined: state(3)?,
-                    oldest_pending_received_at: row.try_get::<Option<i64>, _>(4)?.map(from_millis),
-                })
-            };
-            self.run("count unfinished jobs", work).await
+            // In `InboxBacklog::STATES`' order, as the statement counts them.
+            let ([pending, running, dead, quarantined], oldest_pending_received_at) = self
+                .counts("count unfinished jobs", &self.sql.backlog)
+                .await?;
+            Ok(InboxBacklog {
+                pending,
+                running,
+                dead,
+                quarantined,
+                oldest_pending_received_at,
+            })
         })
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use aisoule_webhooks::clock::{Clock, TokioClock};
 use aisoule_webhooks::event::{Dialect, EventKind};
 use aisoule_webhooks::inbox::sqlite::SqliteStore;
-use aisoule_webhooks::inbox::{Inbox, InboxBuilder, Inserted, Job, NewDelivery};
+use aisoule_webhooks::inbox::{Inbox, InboxBuilder, InboxStats, Inserted, Job, NewDelivery};
 use aisoule_webhooks::test_util::Delivery;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::sync::Semaphore;
@@ -115,6 +115,17 @@ async fn insert(inbox: &Inbox, delivery: NewDelivery) {
     assert!(matches!(inserted, Inserted::New(_)), "{inserted:?}");
 }
 
+/// Waits (in paused time, up to [`DEADLINE`]) until the inbox's stats satisfy `done`.
+async fn wait_until(inbox: &Inbox, what: &str, done: impl Fn(&InboxStats) -> bool) {
+    let waited = tokio::time::timeout(DEADLINE, async {
+        while !done(&inbox.stats().await.expect("stats")) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "not in time: {what}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_job_that_exhausts_its_attempts_is_counted_as_a_dead_letter() {
     let recorder = DebuggingRecorder::new();
@@ -133,13 +144,10 @@ async fn a_job_that_exhausts_its_attempts_is_counted_as_a_dead_letter() {
             Ok(())
         }
     });
-    tokio::time::timeout(DEADLINE, async {
-        while inbox.dead_letters().await.expect("dead letters").is_empty() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    wait_until(&inbox, "the failing job became a dead letter", |stats| {
+        stats.dead == 1
     })
-    .await
-    .expect("the failing job became a dead letter in time");
+    .await;
     // One more interval, so that the gauges have been published after it died.
     tokio::time::sleep(METRICS_INTERVAL * 2).await;
     tokio::time::timeout(DEADLINE, workers.shutdown(Duration::from_secs(1)))
@@ -206,17 +214,10 @@ async fn depth_and_lag_gauges_follow_the_waiting_jobs() {
     assert!((40.0..=42.0).contains(&lag), "lag {lag} s");
 
     gate.add_permits(3);
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            let stats = inbox.stats().await.expect("stats");
-            if stats.pending == 0 && stats.running == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    wait_until(&inbox, "the jobs ran", |stats| {
+        stats.pending == 0 && stats.running == 0
     })
-    .await
-    .expect("the jobs ran in time");
+    .await;
     tokio::time::sleep(METRICS_INTERVAL * 2).await;
     let drained = Recorded::take(&snapshotter);
     assert_eq!(drained.gauge(JOBS, &[("state", "pending")]), 0.0);

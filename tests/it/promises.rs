@@ -20,14 +20,16 @@ use tower::ServiceExt;
 use crate::e2e::test_now;
 use crate::support::CapturedLogs;
 
-fn receiver() -> Receiver {
+/// A receiver on a manual clock standing at [`test_now`].
+pub(crate) fn receiver() -> Receiver {
     Receiver::builder(test_verifier())
         .clock(Arc::new(ManualClock::new(test_now())))
         .build()
         .unwrap()
 }
 
-fn message_at(id: &str, at: std::time::SystemTime) -> Delivery {
+/// A `message.incoming` with this id, timestamped `at`.
+pub(crate) fn message_at(id: &str, at: std::time::SystemTime) -> Delivery {
     Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
         .message_id(id)
         .timestamp_at(at)

@@ -1,15 +1,12 @@
 //! A stale event's rejection names the skew's size and direction, in the error and its warn
 //! log, while the answer stays the same 400 whichever way the clock is off.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aisoule_webhooks::axum::WebhookLayer;
-use aisoule_webhooks::clock::ManualClock;
 use aisoule_webhooks::error::Skew;
-use aisoule_webhooks::event::{Dialect, EventKind};
-use aisoule_webhooks::test_util::{Delivery, test_verifier};
-use aisoule_webhooks::{Receiver, Rejection, VerifiedEvent};
+use aisoule_webhooks::test_util::Delivery;
+use aisoule_webhooks::{Rejection, VerifiedEvent};
 use axum::Router;
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -17,23 +14,10 @@ use axum::routing::post;
 use tower::ServiceExt;
 
 use crate::e2e::{ANSWER_TIMEOUT, test_now};
+use crate::promises::{message_at, receiver};
 use crate::support::CapturedLogs;
 
 const TWO_HOURS: Duration = Duration::from_secs(7200);
-
-fn receiver() -> Receiver {
-    Receiver::builder(test_verifier())
-        .clock(Arc::new(ManualClock::new(test_now())))
-        .build()
-        .unwrap()
-}
-
-fn message_at(id: &str, at: std::time::SystemTime) -> Delivery {
-    Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
-        .message_id(id)
-        .timestamp_at(at)
-        .build()
-}
 
 /// The answer to `delivery` from an axum route behind the layer: status, headers and body.
 async fn answer(delivery: &Delivery) -> (StatusCode, http::HeaderMap, bytes::Bytes) {
