@@ -6,8 +6,8 @@
 //!     cargo run --example actix_receiver --features actix-web,redis,sqlite
 //! ```
 //!
-//! Serves `POST /webhook` on `127.0.0.1:$PORT`, and `GET /health` outside the middleware,
-//! and prints one JSON line per handled event on stdout (logs go to stderr). With
+//! Serves `POST /webhook` on `127.0.0.1:$PORT`, and `GET /health` and `GET /metrics`
+//! (Prometheus text) outside the middleware, and prints one JSON line per handled event on stdout (logs go to stderr). With
 //! `AISOULE_REDIS_URL`, claims live in Redis, so several replicas can share them. With
 //! `AISOULE_INBOX` (`sqlite:PATH`, or a `postgres://` URL with `--features postgres`), each
 //! delivery is stored durably and answered at once, and the inbox's workers print the line.
@@ -76,6 +76,10 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     let port = settings.port;
+    let metrics = match common::install_metrics() {
+        Ok(metrics) => metrics,
+        Err(code) => return code,
+    };
     let configured = match settings.receiver().await {
         Ok(configured) => configured,
         Err(code) => return code,
@@ -105,7 +109,18 @@ async fn main() -> ExitCode {
                         .wrap_fn(request_deadline)
                         .route(web::post().to(handle)),
                 )
-                .route("/health", web::get().to(|| async { "ok" }));
+                .route("/health", web::get().to(|| async { "ok" }))
+                .route("/metrics", {
+                    let metrics = metrics.clone();
+                    web::get().to(move || {
+                        let body = metrics.render();
+                        async move {
+                            HttpResponse::Ok()
+                                .content_type(common::METRICS_CONTENT_TYPE)
+                                .body(body)
+                        }
+                    })
+                });
             let http = HttpService::build()
                 // A request head not read in time gets 408 and the connection is closed; on
                 // HTTP/2, a handshake not done in time closes the connection.

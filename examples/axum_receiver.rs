@@ -6,8 +6,8 @@
 //!     cargo run --example axum_receiver --features axum,redis,sqlite
 //! ```
 //!
-//! Serves `POST /webhook` on `127.0.0.1:$PORT`, and `GET /health` outside the webhook layer,
-//! and prints one JSON line per handled event on stdout (logs go to stderr). With
+//! Serves `POST /webhook` on `127.0.0.1:$PORT`, and `GET /health` and `GET /metrics`
+//! (Prometheus text) outside the webhook layer, and prints one JSON line per handled event on stdout (logs go to stderr). With
 //! `AISOULE_REDIS_URL`, claims live in Redis, so several replicas can share them. With
 //! `AISOULE_INBOX` (`sqlite:PATH`, or a `postgres://` URL with `--features postgres`), each
 //! delivery is stored durably and answered at once, and the inbox's workers run the same
@@ -23,7 +23,7 @@ use aisoule_webhooks::VerifiedEvent;
 use aisoule_webhooks::axum::{InboxHandler, WebhookLayer};
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use hyper::Request;
 use hyper::body::Incoming;
@@ -50,6 +50,10 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     let port = settings.port;
+    let metrics = match common::install_metrics() {
+        Ok(metrics) => metrics,
+        Err(code) => return code,
+    };
     let configured = match settings.receiver().await {
         Ok(configured) => configured,
         Err(code) => return code,
@@ -60,9 +64,19 @@ async fn main() -> ExitCode {
         .inbox
         .map(|inbox| inbox.start(InboxHandler::new(post(handle))));
     let app = Router::new()
-        // The layer wraps the webhook route only: `/health` and unknown paths stay outside it.
+        // The layer wraps the webhook route only: `/health`, `/metrics` and unknown paths stay
+        // outside it.
         .route("/webhook", post(handle).layer(WebhookLayer::new(receiver)))
-        .route("/health", get(|| async { "ok" }));
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, common::METRICS_CONTENT_TYPE)],
+                    metrics.render(),
+                )
+            }),
+        );
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(listener) => listener,
         Err(e) => {

@@ -481,3 +481,35 @@ impl InboxError {
 }
 
 pub use crate::receiver::Rejection;
+
+/// Which way a stale event's timestamp is off from this server's clock
+/// ([`Rejection::Stale`]): the direction points at the likely cause, which the size alone
+/// does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Skew {
+    /// The event's timestamp is later than this server's clock: the sender's clock is ahead,
+    /// or this server's is behind (check its NTP).
+    Ahead,
+    /// The event's timestamp is earlier than this server's clock: the sender's clock is
+    /// behind, or the delivery was held back (a replay, or a queue that kept it).
+    Behind,
+}
+
+impl Skew {
+    /// How the timestamp stands to this server's clock, as the log and `Display` say it.
+    pub fn relation(self) -> &'static str {
+        match self {
+            Self::Ahead => "ahead of",
+            Self::Behind => "behind",
+        }
+    }
+
+    /// The likely causes, as the log and `Display` give them.
+    pub fn likely_cause(self) -> &'static str {
+        match self {
+            Self::Ahead => "the sender's clock is ahead, or this server's clock is behind",
+            Self::Behind => "the sender's clock is behind, or the delivery was held back",
+        }
+    }
+}

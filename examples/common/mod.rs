@@ -9,6 +9,7 @@ use std::time::Duration;
 use aisoule_webhooks::inbox::Inbox;
 use aisoule_webhooks::receiver::{ForwardedHeader, IpNet};
 use aisoule_webhooks::{Deduplicator, Receiver, VerifiedEvent, Verifier, WebhookSecret};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Map, Value, json};
 
 /// How long a client may take to send a request head, from connecting (or from the end of the
@@ -166,6 +167,43 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// How often the Prometheus recorder drains its histograms' buckets: without this upkeep they
+/// grow with every sample between scrapes.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the Prometheus recorder as the `metrics` facade's global recorder, so that every
+/// metric the receiver records (see the README's metrics list) is kept for `GET /metrics`; the
+/// handle renders them. `install_recorder` starts neither a listener nor an upkeep task, so
+/// this starts the upkeep on a thread of its own, whichever runtime the example runs on.
+///
+/// # Errors
+///
+/// When a global recorder is already installed.
+pub(crate) fn install_metrics() -> Result<PrometheusHandle, ExitCode> {
+    let handle = PrometheusBuilder::new().install_recorder().map_err(|e| {
+        eprintln!("error: cannot install the metrics recorder: {e}");
+        ExitCode::FAILURE
+    })?;
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(|e| {
+            eprintln!("error: cannot start the metrics upkeep thread: {e}");
+            ExitCode::FAILURE
+        })?;
+    Ok(handle)
+}
+
+/// The `Content-Type` of Prometheus's text exposition format (version 0.0.4), which
+/// `GET /metrics` answers in.
+pub(crate) const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Sends logs to stderr (stdout carries the JSON lines) and reads the settings, or explains
 /// what is missing and gives the exit code to stop with.

@@ -37,8 +37,8 @@ mod store;
 mod worker;
 
 pub use store::{
-    ClaimedJob, Fence, InboxFuture, InboxStats, InboxStore, Inserted, JobFilter, JobId, JobRecord,
-    JobState, NewDelivery, from_millis, to_millis,
+    ClaimedJob, Fence, InboxBacklog, InboxFuture, InboxStats, InboxStore, Inserted, JobFilter,
+    JobId, JobRecord, JobState, NewDelivery, from_millis, to_millis,
 };
 pub use worker::{HandlerError, Job, JobHandler, ShutdownReport, Workers};
 
@@ -73,6 +73,7 @@ pub(crate) struct InboxConfig {
     pub(crate) poll_interval: Duration,
     pub(crate) ordered: bool,
     pub(crate) retention: Duration,
+    pub(crate) metrics_interval: Duration,
     pub(crate) hold_paused_clock: bool,
 }
 
@@ -161,6 +162,16 @@ impl InboxBuilder {
         self
     }
 
+    /// How often the workers count the jobs not yet done for the inbox metrics
+    /// (`aisoule_inbox_jobs` by state, and `aisoule_inbox_lag_seconds`), through
+    /// [`InboxStore::backlog`]: one store query per interval per process, whatever the load,
+    /// never one per job. Defaults to 5 s, a typical scrape interval's fraction; the gauges are
+    /// that stale at most.
+    pub fn metrics_interval(mut self, every: Duration) -> Self {
+        self.config.metrics_interval = every;
+        self
+    }
+
     /// For tests on tokio's paused clock: holds the clock still while the store works.
     ///
     /// Paused, tokio's clock jumps to the next timer whenever every task is waiting, and a
@@ -185,8 +196,8 @@ impl InboxBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::ZeroDuration`] for a zero lease, timeout, backoff, poll interval or
-    /// retention; [`ConfigError::ZeroCount`] for zero workers or attempts.
+    /// [`ConfigError::ZeroDuration`] for a zero lease, timeout, backoff, poll interval,
+    /// retention or metrics interval; [`ConfigError::ZeroCount`] for zero workers or attempts.
     pub fn build(self) -> Result<Inbox, ConfigError> {
         let c = &self.config;
         for (setting, value) in [
@@ -195,6 +206,7 @@ impl InboxBuilder {
             ("the backoff", c.backoff_base),
             ("the poll interval", c.poll_interval),
             ("the retention", c.retention),
+            ("the metrics interval", c.metrics_interval),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::ZeroDuration { setting });
@@ -242,6 +254,7 @@ impl Inbox {
                 poll_interval: Duration::from_millis(500),
                 ordered: false,
                 retention: Duration::from_secs(7 * 24 * 60 * 60),
+                metrics_interval: Duration::from_secs(5),
                 hold_paused_clock: false,
             },
         }

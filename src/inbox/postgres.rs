@@ -47,7 +47,8 @@
 //!   purge.
 //! - Counting the done rows for [`Inbox::stats`](crate::inbox::Inbox::stats) reads all of them
 //!   (about 50 ms per 500 000 on a small VM), and listing or replaying by state reads the
-//!   table: poll the stats every few seconds for metrics, not per request.
+//!   table: poll the stats every few seconds, not per request. The workers' inbox metrics
+//!   come from [`InboxStore::backlog`] instead, which counts through the partial indexes only.
 //! - [`Inbox::purge`](crate::inbox::Inbox::purge) deletes old done rows in batches of 1 000
 //!   oldest first, one short transaction each, so it never holds locks or a snapshot for long.
 //!   Call it periodically (say hourly) from one replica; several replicas purging at once is
@@ -92,8 +93,8 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::store::{
-    ClaimedJob, Fence, InboxFuture, InboxStats, InboxStore, Inserted, JobFilter, JobId, JobRecord,
-    JobState, NewDelivery, from_millis, to_millis,
+    ClaimedJob, Fence, InboxBacklog, InboxFuture, InboxStats, InboxStore, Inserted, JobFilter,
+    JobId, JobRecord, JobState, NewDelivery, from_millis, to_millis,
 };
 use crate::error::InboxError;
 
@@ -267,6 +268,25 @@ impl PostgresStore {
     }
 
     /// Runs `work` for at most the operation timeout, naming `operation` in its error.
+    /// Runs `statement`, whose one row is `N` counts and then the oldest pending row's
+    /// `received_at`, and returns them.
+    async fn counts<const N: usize>(
+        &self,
+        operation: &'static str,
+        statement: &Arc<str>,
+    ) -> Result<([u64; N], Option<SystemTime>), InboxError> {
+        let work = async {
+            let row = query(statement).fetch_one(&self.pool).await?;
+            let mut counts = [0; N];
+            for (i, count) in counts.iter_mut().enumerate() {
+                *count = u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or(0);
+            }
+            let oldest = row.try_get::<Option<i64>, _>(N)?.map(from_millis);
+            Ok((counts, oldest))
+        };
+        self.run(operation, work).await
+    }
+
     async fn run<T>(
         &self,
         operation: &'static str,
@@ -412,6 +432,7 @@ struct Statements {
     replay: Arc<str>,
     purge: Arc<str>,
     stats: Arc<str>,
+    backlog: Arc<str>,
 }
 
 impl Statements {
@@ -500,19 +521,25 @@ impl Statements {
                      ORDER BY finished_at LIMIT $2)"
             )
             .into(),
-            // One count per state, each answerable from its partial index.
-            stats: format!(
-                "SELECT
-                     (SELECT count(*) FROM {t} WHERE state = 'pending'),
-                     (SELECT count(*) FROM {t} WHERE state = 'running'),
-                     (SELECT count(*) FROM {t} WHERE state = 'done'),
-                     (SELECT count(*) FROM {t} WHERE state = 'dead'),
-                     (SELECT count(*) FROM {t} WHERE state = 'quarantined'),
-                     (SELECT min(received_at) FROM {t} WHERE state = 'pending')"
-            )
-            .into(),
+            stats: counts_statement(t, &JobState::ALL),
+            // Each count reads one partial index (pending, running, held), never a done row.
+            backlog: counts_statement(t, &InboxBacklog::STATES),
         }
     }
+}
+
+/// One `count(*)` per state of `states`, in their order, each answerable from its state's
+/// partial index, then the oldest pending row's `received_at`: the row
+/// [`PostgresStore::counts`] reads.
+fn counts_statement(t: &str, states: &[JobState]) -> Arc<str> {
+    let mut columns: Vec<String> = states
+        .iter()
+        .map(|state| format!("(SELECT count(*) FROM {t} WHERE state = '{state}')"))
+        .collect();
+    columns.push(format!(
+        "(SELECT min(received_at) FROM {t} WHERE state = 'pending')"
+    ));
+    format!("SELECT {}", columns.join(", ")).into()
 }
 
 /// A statement with its bound values.
@@ -916,21 +943,33 @@ impl InboxStore for PostgresStore {
 
     fn stats(&self) -> InboxFuture<'_, InboxStats> {
         Box::pin(async move {
-            let work = async {
-                let row = query(&self.sql.stats).fetch_one(&self.pool).await?;
-                let state = |i: usize| -> Result<u64, sqlx::Error> {
-                    Ok(u64::try_from(row.try_get::<i64, _>(i)?).unwrap_or(0))
-                };
-                Ok(InboxStats {
-                    pending: state(0)?,
-                    running: state(1)?,
-                    done: state(2)?,
-                    dead: state(3)?,
-                    quarantined: state(4)?,
-                    oldest_pending_received_at: row.try_get::<Option<i64>, _>(5)?.map(from_millis),
-                })
-            };
-            self.run("count jobs", work).await
+            // In `JobState::ALL`'s order, as the statement counts them.
+            let ([pending, running, done, dead, quarantined], oldest_pending_received_at) =
+                self.counts("count jobs", &self.sql.stats).await?;
+            Ok(InboxStats {
+                pending,
+                running,
+                done,
+                dead,
+                quarantined,
+                oldest_pending_received_at,
+            })
+        })
+    }
+
+    fn backlog(&self) -> InboxFuture<'_, InboxBacklog> {
+        Box::pin(async move {
+            // In `InboxBacklog::STATES`' order, as the statement counts them.
+            let ([pending, running, dead, quarantined], oldest_pending_received_at) = self
+                .counts("count unfinished jobs", &self.sql.backlog)
+                .await?;
+            Ok(InboxBacklog {
+                pending,
+                running,
+                dead,
+                quarantined,
+                oldest_pending_received_at,
+            })
         })
     }
 }

@@ -90,8 +90,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::store::{
-    ClaimedJob, Fence, InboxFuture, InboxStats, InboxStore, Inserted, JobFilter, JobId, JobRecord,
-    JobState, NewDelivery, from_millis, to_millis,
+    ClaimedJob, Fence, InboxBacklog, InboxFuture, InboxStats, InboxStore, Inserted, JobFilter,
+    JobId, JobRecord, JobState, NewDelivery, from_millis, to_millis,
 };
 use crate::error::InboxError;
 
@@ -570,6 +570,7 @@ const LIST: &str = "list jobs";
 const REPLAY: &str = "replay jobs";
 const PURGE: &str = "purge handled jobs";
 const STATS: &str = "count jobs";
+const BACKLOG: &str = "count unfinished jobs";
 
 /// Runs one command inside the batch's transaction. Returns its answer, and the engine's
 /// error if it failed (as opposed to a lost lease, which is an answer).
@@ -843,12 +844,31 @@ fn list(conn: &Connection, filter: &JobFilter) -> rusqlite::Result<Vec<JobRecord
 }
 
 fn stats(conn: &mut Connection) -> rusqlite::Result<InboxStats> {
+    counts(
+        conn,
+        "SELECT state, count(*) FROM aisoule_inbox GROUP BY state",
+    )
+}
+
+/// The counts of [`stats`] but done's, which stay 0: the state index's range of each other
+/// state is all it reads, however many done rows there are.
+fn backlog(conn: &mut Connection) -> rusqlite::Result<InboxBacklog> {
+    counts(
+        conn,
+        "SELECT state, count(*) FROM aisoule_inbox \
+         WHERE state IN ('pending', 'running', 'dead', 'quarantined') GROUP BY state",
+    )
+    .map(InboxBacklog::from)
+}
+
+/// The counts by state `count_by_state` returns (`state, count(*)` rows), and the oldest
+/// pending row's receipt time.
+fn counts(conn: &mut Connection, count_by_state: &str) -> rusqlite::Result<InboxStats> {
     // One read transaction: the counts and the oldest pending row come from one snapshot.
     let conn = conn.transaction()?;
     let mut stats = InboxStats::default();
     {
-        let mut stmt =
-            conn.prepare_cached("SELECT state, count(*) FROM aisoule_inbox GROUP BY state")?;
+        let mut stmt = conn.prepare_cached(count_by_state)?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let count = u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0);
@@ -983,5 +1003,9 @@ impl InboxStore for SqliteStore {
 
     fn stats(&self) -> InboxFuture<'_, InboxStats> {
         self.read(STATS, stats)
+    }
+
+    fn backlog(&self) -> InboxFuture<'_, InboxBacklog> {
+        self.read(BACKLOG, backlog)
     }
 }

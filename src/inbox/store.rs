@@ -228,9 +228,69 @@ impl InboxStats {
     /// How long the oldest pending row has waited since it was received, at `now`: the
     /// workers' lag.
     pub fn lag(&self, now: SystemTime) -> Option<Duration> {
-        self.oldest_pending_received_at
-            .map(|at| now.duration_since(at).unwrap_or_default())
+        lag_at(self.oldest_pending_received_at, now)
     }
+}
+
+/// The rows not yet done, by state, and how far behind the workers are: [`InboxStats`]
+/// without the done rows, which a store would have to read (or count through an index) in
+/// full. The workers ask for it every few seconds for the inbox metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboxBacklog {
+    /// Rows waiting for a worker (including those waiting out a backoff).
+    pub pending: u64,
+    /// Rows claimed by a worker.
+    pub running: u64,
+    /// Rows that exhausted their attempts.
+    pub dead: u64,
+    /// Rows held back for a person to release.
+    pub quarantined: u64,
+    /// When the oldest pending row was received, if any is pending.
+    pub oldest_pending_received_at: Option<SystemTime>,
+}
+
+impl InboxBacklog {
+    /// The states a backlog counts: every state but done.
+    pub const STATES: [JobState; 4] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Dead,
+        JobState::Quarantined,
+    ];
+
+    /// The number of rows in `state`; `None` for [`JobState::Done`], which it does not count.
+    pub fn count(&self, state: JobState) -> Option<u64> {
+        match state {
+            JobState::Pending => Some(self.pending),
+            JobState::Running => Some(self.running),
+            JobState::Dead => Some(self.dead),
+            JobState::Quarantined => Some(self.quarantined),
+            JobState::Done => None,
+        }
+    }
+
+    /// How long the oldest pending row has waited since it was received, at `now`: the
+    /// workers' lag.
+    pub fn lag(&self, now: SystemTime) -> Option<Duration> {
+        lag_at(self.oldest_pending_received_at, now)
+    }
+}
+
+impl From<InboxStats> for InboxBacklog {
+    fn from(stats: InboxStats) -> Self {
+        Self {
+            pending: stats.pending,
+            running: stats.running,
+            dead: stats.dead,
+            quarantined: stats.quarantined,
+            oldest_pending_received_at: stats.oldest_pending_received_at,
+        }
+    }
+}
+
+/// The time from `oldest` to `now`, zero if the clock is behind it.
+fn lag_at(oldest: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
+    oldest.map(|at| now.duration_since(at).unwrap_or_default())
 }
 
 /// The engine that keeps the inbox's rows: SQLite (feature `sqlite`) and PostgreSQL (feature
@@ -310,6 +370,16 @@ pub trait InboxStore: Send + Sync + fmt::Debug + 'static {
 
     /// Counts by state, and the oldest pending row's receipt time.
     fn stats(&self) -> InboxFuture<'_, InboxStats>;
+
+    /// Counts by state but done, and the oldest pending row's receipt time: what the workers
+    /// publish as the inbox metrics every few seconds. It must cost no more than the rows not
+    /// yet done (SQLite and PostgreSQL count them through their state indexes). The default
+    /// takes [`stats`](Self::stats) and drops the done count: correct, but it counts the done
+    /// rows too, so a store whose done rows pile up should override it.
+    fn backlog(&self) -> InboxFuture<'_, InboxBacklog> {
+        let stats = self.stats();
+        Box::pin(async move { stats.await.map(InboxBacklog::from) })
+    }
 
     /// Answers once the store is reachable, for a readiness check
     /// ([`Receiver::check_ready`](crate::Receiver::check_ready)). The default answers at once:

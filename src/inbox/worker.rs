@@ -16,6 +16,7 @@ use super::{Inbox, Inner};
 use crate::error::InboxError;
 use crate::event::Event;
 use crate::receiver::VerifiedEvent;
+use crate::receiver::telemetry::{self, InboxAttempt};
 
 /// What a handler's failure is: any error, kept as the job's `last_error` by its `Display`.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -138,11 +139,40 @@ impl Inbox {
     /// at the same time, and a process that dies mid-job has its jobs taken over when their
     /// leases end.
     ///
+    /// They also publish the inbox's gauges (see
+    /// [`metrics_interval`](super::InboxBuilder::metrics_interval)) until they stop.
+    ///
     /// The runtime needs tokio's time driver (`#[tokio::main]` has it).
     pub fn start(&self, handler: impl JobHandler) -> Workers {
         let (stop, stopped) = watch::channel(None);
+        tokio::spawn(publish_backlog(self.inner.clone(), stop.subscribe()));
         let dispatcher = tokio::spawn(dispatch(self.inner.clone(), Arc::new(handler), stopped));
         Workers { stop, dispatcher }
+    }
+}
+
+/// Counts the jobs not yet done and publishes them as the inbox's gauges, at once and then
+/// every metrics interval, until the workers are told to stop or their handle is dropped.
+async fn publish_backlog(inbox: Arc<Inner>, mut stopped: watch::Receiver<Option<Duration>>) {
+    loop {
+        if stopped.has_changed().is_err() || stopped.borrow().is_some() {
+            return;
+        }
+        match inbox
+            .run(|store| async move { store.backlog().await })
+            .await
+        {
+            Ok(backlog) => telemetry::inbox_backlog(&backlog, inbox.clock.now()),
+            // The claims fail too, and say so at warn; the gauges keep their last values.
+            Err(error) => tracing::debug!(
+                error = &error as &dyn std::error::Error,
+                "could not count the inbox's jobs for its metrics"
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(inbox.config.metrics_interval) => {}
+            _ = stopped.changed() => {}
+        }
     }
 }
 
@@ -375,6 +405,7 @@ async fn run_job(
 /// Gives a job whose handler was cancelled back to the inbox, uncounted.
 async fn release(inbox: &Inner, id: JobId, fence: Fence) {
     tracing::Span::current().record("outcome", "released");
+    telemetry::inbox_attempt(InboxAttempt::Released);
     let now = inbox.clock.now();
     if let Err(error) = inbox
         .run(move |store| async move { store.release(id, fence, now).await })
@@ -461,6 +492,11 @@ async fn record(
     let span = tracing::Span::current();
     let config = &inbox.config;
     let now = inbox.clock.now();
+    let retry_at = match &outcome {
+        Outcome::Failed(_) => (!dead_now && attempt < config.max_attempts)
+            .then(|| now + backoff(config.backoff_base, config.backoff_max, attempt)),
+        _ => None,
+    };
     let result = match &outcome {
         Outcome::Handled => {
             span.record("outcome", "handled");
@@ -472,8 +508,6 @@ async fn record(
         // `run_job` gives a cancelled job back instead of recording it.
         Outcome::Cancelled => return,
         Outcome::Failed(error) => {
-            let retry_at = (!dead_now && attempt < config.max_attempts)
-                .then(|| now + backoff(config.backoff_base, config.backoff_max, attempt));
             match retry_at {
                 Some(at) => {
                     span.record("outcome", "retry");
@@ -497,6 +531,14 @@ async fn record(
                 .await
         }
     };
+    let counted = match (&result, &outcome) {
+        (Ok(()), Outcome::Handled) => InboxAttempt::Handled,
+        (Ok(()), _) if retry_at.is_some() => InboxAttempt::Retry,
+        (Ok(()), _) => InboxAttempt::Dead,
+        (Err(InboxError::LeaseLost { .. }), _) => InboxAttempt::LeaseLost,
+        (Err(_), _) => InboxAttempt::Unrecorded,
+    };
+    telemetry::inbox_attempt(counted);
     match result {
         Ok(()) => {
             if matches!(outcome, Outcome::Handled) {

@@ -660,12 +660,14 @@ impl Receiver {
         };
         let now = self.inner.clock.now();
         let at = at.to_system_time();
-        let skew = now
-            .duration_since(at)
-            .unwrap_or_else(|ahead| ahead.duration());
+        let (skew, direction) = match now.duration_since(at) {
+            Ok(behind) => (behind, crate::error::Skew::Behind),
+            Err(ahead) => (ahead.duration(), crate::error::Skew::Ahead),
+        };
         if skew > self.inner.replay_tolerance {
             return Err(Rejection::Stale {
                 skew_secs: skew.as_secs(),
+                direction,
                 tolerance_secs: self.inner.replay_tolerance.as_secs(),
             });
         }

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::error::{DedupError, InboxError, ParseError, VerifyError};
+use crate::error::{DedupError, InboxError, ParseError, Skew, VerifyError};
 
 /// Why the integrations did not hand a delivery to your handler, and what they answered.
 ///
@@ -47,13 +47,20 @@ pub enum Rejection {
     #[error("not an AISoule event")]
     Parse(#[from] ParseError),
     /// The event's timestamp is outside the replay tolerance: a replay, or a badly wrong clock
-    /// (400).
+    /// (400). The message names the direction and its likely cause, for instance "the event's
+    /// timestamp is 7200 s behind this server's clock, beyond the 3600 s replay tolerance: the
+    /// sender's clock is behind, or the delivery was held back"; the answer does not.
     #[error(
-        "the event is {skew_secs} s away from now, beyond the {tolerance_secs} s replay tolerance"
+        "the event's timestamp is {skew_secs} s {} this server's clock, beyond the \
+         {tolerance_secs} s replay tolerance: {}",
+        .direction.relation(),
+        .direction.likely_cause()
     )]
     Stale {
-        /// How far the event's timestamp is from now, in whole seconds.
+        /// How far the event's timestamp is from this server's clock, in whole seconds.
         skew_secs: u64,
+        /// Whether the timestamp is ahead of this server's clock or behind it.
+        direction: Skew,
         /// The tolerance, in seconds.
         tolerance_secs: u64,
     },

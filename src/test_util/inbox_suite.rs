@@ -108,6 +108,7 @@ pub async fn run_all(backend: &impl InboxUnderTest) {
     ordered_claims_run_a_conversation_in_order(backend).await;
     purge_deletes_old_done_rows_only(backend).await;
     stats_count_every_state(backend).await;
+    backlog_counts_every_state_but_done(backend).await;
     list_filters_and_pages(backend).await;
 }
 
@@ -1048,7 +1049,38 @@ pub async fn stats_count_every_state(backend: &impl InboxUnderTest) {
         Default::default(),
         "an empty store has no rows to count"
     );
+    let expected = rows_in_every_state(store).await;
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(
+        stats, expected,
+        "stats must count each state, and give the minimum received_at among pending rows"
+    );
+}
 
+/// The backlog counts the rows in each state but done, and gives the oldest pending row's
+/// receipt time: the stats without the done count.
+pub async fn backlog_counts_every_state_but_done(backend: &impl InboxUnderTest) {
+    let store = backend.fresh().await;
+    let store = &*store;
+    let empty = store.backlog().await.expect("backlog");
+    assert_eq!(
+        empty,
+        Default::default(),
+        "an empty store has no rows to count"
+    );
+    let expected = crate::inbox::InboxBacklog::from(rows_in_every_state(store).await);
+    let backlog = store.backlog().await.expect("backlog");
+    assert_eq!(
+        backlog, expected,
+        "the backlog must count each state but done, and give the minimum received_at among \
+         pending rows"
+    );
+    assert_eq!(backlog.lag(at_ms(12_000)), Some(Duration::from_secs(10)));
+}
+
+/// Writes rows in every state: one running, one done, one dead, three pending (the oldest
+/// received at 2 s) and one quarantined (received before all of them); returns their stats.
+async fn rows_in_every_state(store: &dyn InboxStore) -> crate::inbox::InboxStats {
     let t = at_s(10);
     let running = insert_new(store, delivery("stats:running")).await;
     claim_one(store, t, running).await;
@@ -1085,20 +1117,14 @@ pub async fn stats_count_every_state(backend: &impl InboxUnderTest) {
         },
     )
     .await;
-
-    let stats = store.stats().await.expect("stats");
-    let expected = crate::inbox::InboxStats {
+    crate::inbox::InboxStats {
         pending: 3,
         running: 1,
         done: 1,
         dead: 1,
         quarantined: 1,
         oldest_pending_received_at: Some(at_ms(2_000)),
-    };
-    assert_eq!(
-        stats, expected,
-        "stats must count each state, and give the minimum received_at among pending rows"
-    );
+    }
 }
 
 /// `list` filters by state and id, pages with `after` and `limit`, in id order; `get` of a

@@ -20,10 +20,14 @@ mod dispatch;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod e2e;
 mod event;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod example_metrics;
 #[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
 mod inbox;
 #[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
 mod inbox_crash;
+#[cfg(all(feature = "sqlite", feature = "test-util"))]
+mod inbox_metrics;
 #[cfg(all(feature = "postgres", feature = "test-util"))]
 mod inbox_postgres;
 #[cfg(all(feature = "sqlite", feature = "test-util"))]
@@ -46,9 +50,13 @@ mod promises;
 mod proxies;
 #[cfg(all(feature = "redis", feature = "axum", feature = "test-util"))]
 mod readiness;
+#[cfg(all(feature = "postgres", feature = "test-util"))]
+mod readiness_postgres;
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod receiver_mutants;
 #[cfg(feature = "redis")]
 mod redis_server;
+#[cfg(all(feature = "axum", feature = "test-util"))]
+mod stale;
 mod support;
 mod verify;

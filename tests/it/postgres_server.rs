@@ -202,6 +202,38 @@ impl PostgresServer {
         }
     }
 
+    /// Stops the server cleanly, as an operator's `pg_ctl stop` would (a fast shutdown:
+    /// clients are disconnected, and the server writes a shutdown checkpoint), and waits until
+    /// every process of it is gone. [`restart`](Self::restart) starts it again.
+    pub(crate) fn stop(&mut self) {
+        if self.running.is_none() {
+            return;
+        }
+        let pid_file = self.dir().join("data").join("postmaster.pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.lines().next().map(str::to_owned))
+            .expect("a running server has a postmaster.pid");
+        // SIGINT is PostgreSQL's fast shutdown. `kill(1)`, since std signals only with SIGKILL
+        // and this crate uses no `libc`.
+        let status = Command::new("kill")
+            .args(["-INT", pid.trim()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -INT {pid} failed: {status}");
+        let deadline = Instant::now() + START_DEADLINE;
+        while self.cluster_processes() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop within {START_DEADLINE:?}; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The watchdog shell is left waiting for its stdin: close it.
+        self.kill();
+    }
+
     /// How many live processes work in the data directory: every PostgreSQL process changes
     /// into it, and nothing else does. (Zombies have no working directory, so they don't count.)
     fn cluster_processes(&self) -> usize {

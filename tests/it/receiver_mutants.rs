@@ -111,6 +111,7 @@ fn every_rejection() -> Vec<(Rejection, Expected)> {
         (
             Rejection::Stale {
                 skew_secs: 900,
+                direction: aisoule_webhooks::error::Skew::Behind,
                 tolerance_secs: 300,
             },
             Expected {
