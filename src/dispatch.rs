@@ -70,10 +70,6 @@ type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 /// One registered handler, its argument types erased.
 type Route<P, S> = Arc<dyn Fn(TypedEvent<P>, S) -> BoxFuture + Send + Sync>;
 
-/// The counter of events no handler was registered for, by `kind` and `payload` (`typed`,
-/// `unrecognized` or `unknown`).
-pub(crate) const UNREGISTERED: &str = "aisoule_webhook_unregistered_events_total";
-
 /// A verified event with its typed payload, as a dispatched handler receives it.
 ///
 /// Dereferences to the payload (`message.text()`, `status.message_id`); the whole event
@@ -360,7 +356,7 @@ async fn run<P, S>(
             event.kind().as_str().to_owned()
         };
         tracing::debug!(%kind, shape, "no handler is registered for this event; acknowledged");
-        metrics::counter!(UNREGISTERED, "kind" => kind, "payload" => shape).increment(1);
+        crate::receiver::telemetry::unregistered(kind, shape);
         return Ok(Dispatched::Unregistered);
     };
     handler(

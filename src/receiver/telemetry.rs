@@ -20,6 +20,10 @@ pub(crate) const HANDLER_DURATION: &str = "aisoule_webhook_handler_duration_seco
 /// Verified deliveries by the label of the secret that matched: when an old label stops
 /// growing, its secret can go.
 pub(crate) const SECRET_MATCHES: &str = "aisoule_webhook_signature_matches_total";
+/// Events a [`Dispatcher`](crate::dispatch::Dispatcher) had no handler for, by `kind` (one
+/// `unknown` label for every unknown name, so the platform cannot grow the label set) and
+/// `payload` (`typed`, `unrecognized` or `unknown`).
+pub(crate) const UNREGISTERED: &str = "aisoule_webhook_unregistered_events_total";
 /// Store failures answered 503, by store (`dedup` or `inbox`).
 pub(crate) const STORE_ERRORS: &str = "aisoule_webhook_store_errors_total";
 /// Keys the in-memory dedup store evicted to stay within its capacity.
@@ -136,4 +140,9 @@ pub(crate) fn inbox_attempt(outcome: InboxAttempt) {
     if outcome == InboxAttempt::Dead {
         metrics::counter!(INBOX_DEAD_LETTERS).increment(1);
     }
+}
+
+/// An event acknowledged without a handler: rare, so its dynamic labels may allocate.
+pub(crate) fn unregistered(kind: String, payload: &'static str) {
+    metrics::counter!(UNREGISTERED, "kind" => kind, "payload" => payload).increment(1);
 }
