@@ -97,7 +97,7 @@ impl Admitted {
         let outcome = outcome_of(status);
         tracing::Span::current().record("outcome", outcome);
         super::telemetry::handler_ran(handled, started.elapsed());
-        super::telemetry::delivery(outcome);
+        super::telemetry::delivery_for(outcome, settlement.event.account());
         if let Some(status) = status.filter(|s| s.is_success() && *s != http::StatusCode::OK) {
             tracing::debug!(
                 %status,
