@@ -439,3 +439,156 @@ async fn admit_account_names_the_account_on_the_event() {
         .unwrap_err();
     assert_eq!(missing.status(), 500);
 }
+
+/// Each counter names the account: deliveries by outcome, secret matches by label, and a
+/// failed lookup as a store error of the resolver.
+#[tokio::test]
+async fn the_metrics_carry_the_account() {
+    use aisoule_webhooks::Admission;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let resolver = TestResolver::with_two_accounts();
+    let receiver = receiver(&resolver, Duration::from_secs(3600));
+    let deliver = async |account: &str, delivery: &Delivery| {
+        let signature = delivery.signature_value().as_bytes();
+        let admission = tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            receiver.admit_account(Some(account), [signature], delivery.body().clone()),
+        )
+        .await
+        .expect("admitted in time");
+        if let Ok(Admission::Fresh(admitted)) = admission {
+            let ok = http::StatusCode::OK;
+            tokio::time::timeout(ANSWER_TIMEOUT, admitted.run(async { ok }, |ok| Some(*ok)))
+                .await
+                .expect("settled in time");
+        }
+    };
+    let acme = message(ACME, "metered-1");
+    deliver("acme", &acme).await;
+    deliver("acme", &acme.redelivery()).await;
+    deliver("globex", &message(GLOBEX, "metered-1")).await;
+    deliver("initech", &message(ACME, "metered-2")).await;
+    resolver.failing.store(true, Ordering::SeqCst);
+    deliver("umbrella", &message(ACME, "metered-3")).await;
+
+    let recorded = snapshotter.snapshot().into_vec();
+    let count = |name: &str, labels: &[(&str, &str)]| -> u64 {
+        recorded
+            .iter()
+            .filter(|(key, ..)| key.key().name() == name)
+            .filter(|(key, ..)| {
+                let mut present: Vec<(&str, &str)> =
+                    key.key().labels().map(|l| (l.key(), l.value())).collect();
+                present.sort_unstable();
+                let mut wanted = labels.to_vec();
+                wanted.sort_unstable();
+                present == wanted
+            })
+            .map(|(.., value)| match value {
+                DebugValue::Counter(count) => *count,
+                other => panic!("{name} is not a counter: {other:?}"),
+            })
+            .sum()
+    };
+    const DELIVERIES: &str = "aisoule_webhook_deliveries_total";
+    const MATCHES: &str = "aisoule_webhook_signature_matches_total";
+    assert_eq!(
+        count(DELIVERIES, &[("outcome", "handled"), ("account", "acme")]),
+        1
+    );
+    assert_eq!(
+        count(DELIVERIES, &[("outcome", "duplicate"), ("account", "acme")]),
+        1
+    );
+    assert_eq!(
+        count(DELIVERIES, &[("outcome", "handled"), ("account", "globex")]),
+        1
+    );
+    assert_eq!(
+        count(
+            DELIVERIES,
+            &[("outcome", "unknown_account"), ("account", "initech")]
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            DELIVERIES,
+            &[("outcome", "resolver"), ("account", "umbrella")]
+        ),
+        1
+    );
+    assert_eq!(
+        count(MATCHES, &[("secret_label", "acme-1"), ("account", "acme")]),
+        2
+    );
+    assert_eq!(
+        count(
+            MATCHES,
+            &[("secret_label", "globex-1"), ("account", "globex")]
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            "aisoule_webhook_store_errors_total",
+            &[("store", "resolver")]
+        ),
+        1
+    );
+}
+
+/// Inbox mode stores each account's delivery under a key of its own: the same `message_id`
+/// under two accounts is two rows, a redelivery under one is a duplicate.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn the_inbox_keeps_each_accounts_key_apart() {
+    use aisoule_webhooks::Admission;
+    use aisoule_webhooks::inbox::sqlite::SqliteStore;
+    use aisoule_webhooks::inbox::{Inbox, JobFilter};
+
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::new(SqliteStore::open(dir.path().join("inbox.sqlite3")).unwrap());
+    let resolver = TestResolver::with_two_accounts();
+    let receiver = Receiver::for_accounts(resolver.clone())
+        .clock(Arc::new(ManualClock::new(test_now())))
+        .inbox(inbox.clone())
+        .build()
+        .unwrap();
+    let admit = async |account: &str, delivery: &Delivery| {
+        let signature = delivery.signature_value().as_bytes();
+        tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            receiver.admit_account(Some(account), [signature], delivery.body().clone()),
+        )
+        .await
+        .expect("stored in time")
+        .unwrap()
+    };
+    let acme = message(ACME, "stored-1");
+    assert!(matches!(admit("acme", &acme).await, Admission::Stored(_)));
+    let globex = admit("globex", &message(GLOBEX, "stored-1")).await;
+    assert!(matches!(globex, Admission::Stored(_)));
+    let again = admit("acme", &acme.redelivery()).await;
+    assert!(matches!(again, Admission::Duplicate));
+    let mut keys: Vec<String> =
+        tokio::time::timeout(ANSWER_TIMEOUT, inbox.list(JobFilter::default()))
+            .await
+            .expect("listed in time")
+            .unwrap()
+            .into_iter()
+            .map(|row| row.key)
+            .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "0::16:message.incoming:account:4:acme:id:stored-1",
+            "0::16:message.incoming:account:6:globex:id:stored-1",
+        ]
+    );
+}
