@@ -441,7 +441,7 @@ impl Receiver {
     ///
     /// An unknown account is answered 404, a failed lookup 503 with `Retry-After`. The
     /// account reaches the event ([`VerifiedEvent::account`]), the delivery span (`account`)
-    /// and the metrics (an `account` label), and deduplication keys are kept apart per
+    /// and the metrics (an `account` label, for accounts the resolver knows), and deduplication keys are kept apart per
     /// account ([`Deduplicator::key_for_account`]). The README's "Many accounts" shows a
     /// whole receiver.
     ///
@@ -876,7 +876,19 @@ fn report(admission: &Result<Admission, Rejection>, account: Option<&str>) {
         Ok(Admission::Stored(_)) => telemetry::delivery_for("stored", account),
         Ok(Admission::Quarantined(_)) => telemetry::delivery_for("quarantined", account),
         Err(rejection) => {
-            telemetry::delivery_for(rejection.outcome(), account);
+            // Only an account the resolver knows becomes a label: the path is the sender's
+            // to choose, and each made-up name would be a new time series in the exporter.
+            let known = match rejection {
+                Rejection::MethodNotAllowed { .. }
+                | Rejection::UnsupportedEncoding { .. }
+                | Rejection::PayloadTooLarge { .. }
+                | Rejection::BodyUnreadable { .. }
+                | Rejection::UnknownAccount
+                | Rejection::Resolver(_)
+                | Rejection::MissingAccount { .. } => None,
+                _ => account,
+            };
+            telemetry::delivery_for(rejection.outcome(), known);
             match rejection {
                 Rejection::Store(_) => telemetry::store_error("dedup"),
                 Rejection::Inbox(_) => telemetry::store_error("inbox"),
