@@ -519,7 +519,9 @@ impl Receiver {
     /// # Errors
     ///
     /// A [`Rejection`] for every delivery that must not reach the handler and is not a
-    /// duplicate; [`Rejection::status`] is its answer.
+    /// duplicate; [`Rejection::status`] is its answer. A receiver for many accounts needs the
+    /// account: use [`admit_account`](Self::admit_account) (here,
+    /// [`Rejection::MissingAccount`]).
     ///
     /// # Security
     ///

@@ -30,6 +30,8 @@ struct TestResolver {
     accounts: Arc<Mutex<HashMap<String, Verifier>>>,
     failing: Arc<AtomicBool>,
     lookups: Arc<AtomicUsize>,
+    /// How long each lookup takes, as a slow database's would.
+    latency: Arc<Mutex<Duration>>,
 }
 
 impl TestResolver {
@@ -52,6 +54,8 @@ impl TestResolver {
 impl SecretResolver for TestResolver {
     async fn resolve(&self, account: &str) -> Result<Option<Verifier>, ResolveError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
+        let latency = *self.latency.lock().unwrap();
+        tokio::time::sleep(latency).await;
         if self.failing.load(Ordering::SeqCst) {
             return Err(ResolveError::lookup(std::io::Error::other(
                 "the accounts database is down",
@@ -594,4 +598,29 @@ async fn the_inbox_keeps_each_accounts_key_apart() {
             "0::16:message.incoming:account:6:globex:id:stored-1",
         ]
     );
+}
+
+/// Deliveries for an account that is not cached wait for one lookup together, instead of
+/// each sending its own query to the database.
+#[tokio::test(start_paused = true)]
+async fn concurrent_deliveries_for_one_account_share_one_lookup() {
+    let resolver = TestResolver::with_two_accounts();
+    *resolver.latency.lock().unwrap() = Duration::from_millis(200);
+    let receiver = receiver(&resolver, Duration::from_secs(3600));
+    let deliveries: Vec<Delivery> = (0..8)
+        .map(|n| message(ACME, &format!("together-{n}")))
+        .collect();
+    let admissions = deliveries.iter().map(|delivery| {
+        let signature = delivery.signature_value().as_bytes();
+        receiver.admit_account(Some("acme"), [signature], delivery.body().clone())
+    });
+    let admitted = tokio::time::timeout(ANSWER_TIMEOUT, futures_util::future::join_all(admissions))
+        .await
+        .expect("admitted in time");
+    assert!(
+        admitted
+            .iter()
+            .all(|admission| matches!(admission, Ok(aisoule_webhooks::Admission::Fresh(_))))
+    );
+    assert_eq!(resolver.lookups.load(Ordering::SeqCst), 1);
 }
