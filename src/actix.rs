@@ -31,6 +31,10 @@
 //! # }
 //! ```
 //!
+//! For a receiver for many accounts ([`Receiver::for_accounts`]), wrap a resource whose path
+//! has the account's parameter (`/webhooks/aisoule/{account}`): the middleware reads the
+//! account from `match_info`.
+//!
 //! # Which bytes are verified
 //!
 //! The signature covers the JSON the platform signed, so a body sent with `Content-Encoding`
@@ -223,8 +227,12 @@ where
         let receiver = self.receiver.clone();
         let lifecycle = async move {
             let payload = body(request.take_payload());
+            let account = receiver
+                .account_parameter()
+                .and_then(|name| request.match_info().get(name));
             let admitted = match receiver
-                .admit_request(
+                .admit_account_request(
+                    account,
                     request.method().as_str(),
                     request.headers(),
                     request.peer_addr().map(|address| address.ip()),

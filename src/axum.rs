@@ -46,6 +46,10 @@
 //! A gzip- or deflate-encoded body is decoded and the decoded bytes are verified, as on
 //! actix-web; the inner service gets them without `Content-Encoding`.
 //!
+//! For a receiver for many accounts ([`Receiver::for_accounts`]), put the layer on a route
+//! with the account's path parameter (`/webhooks/aisoule/{account}`, on the method router or
+//! with `route_layer`, so that it runs after routing): it reads the account from there.
+//!
 //! Serve the app with `into_make_service_with_connect_info::<SocketAddr>()` so that each
 //! delivery's span and log lines name its client (`client`); behind proxies, see
 //! [`ReceiverBuilder::trusted_proxies`](crate::receiver::ReceiverBuilder::trusted_proxies).
@@ -56,8 +60,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{
-    ConnectInfo, FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, Request,
+    ConnectInfo, FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, RawPathParams,
+    Request,
 };
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -126,6 +132,20 @@ fn peer(parts: &Parts) -> Option<IpAddr> {
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip())
+}
+
+/// The account named by the route's path parameter `name`, for a receiver for many accounts:
+/// `Some("")` (an unknown account) when it is not UTF-8, `None` when the route has no such
+/// parameter (the layer is outside the routing, or the route names none).
+async fn path_account(parts: &mut Parts, name: &str) -> Option<String> {
+    match RawPathParams::from_request_parts(parts, &()).await {
+        Ok(params) => params
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_owned()),
+        Err(RawPathParamsRejection::InvalidUtf8InPathParam(_)) => Some(String::new()),
+        Err(_) => None,
+    }
 }
 
 /// A tower [`Layer`] that runs the delivery lifecycle around the service it wraps: read,
@@ -199,8 +219,18 @@ where
         let span = delivery_span();
         let lifecycle = async move {
             let (mut parts, body) = request.into_parts();
+            let account = match receiver.account_parameter() {
+                Some(name) => path_account(&mut parts, name).await,
+                None => None,
+            };
             let admitted = match receiver
-                .admit_request(parts.method.as_str(), &parts.headers, peer(&parts), body)
+                .admit_account_request(
+                    account.as_deref(),
+                    parts.method.as_str(),
+                    &parts.headers,
+                    peer(&parts),
+                    body,
+                )
                 .await
             {
                 Ok(admitted) => admitted,

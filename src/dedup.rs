@@ -68,25 +68,52 @@ impl DedupKey {
     /// empty `message_id` identifies nothing, so it is keyed like a missing one: two different
     /// events that both send `""` never collide.
     pub fn for_event(event: &Event, namespace: Option<&str>) -> Self {
+        Self::for_account_event(event, namespace, None)
+    }
+
+    /// The default key for an event received for `account` on a receiver for many accounts,
+    /// so that the same `message_id` under two accounts is two events: `account:<len>:<account>:`
+    /// goes between the kind and the id's tag. With `None`, the key is
+    /// [`for_event`](Self::for_event)'s.
+    pub fn for_account_event(
+        event: &Event,
+        namespace: Option<&str>,
+        account: Option<&str>,
+    ) -> Self {
         let kind = event.kind().as_str();
         match event.message_id().filter(|id| !id.is_empty()) {
-            Some(id) => Self::from_parts(namespace, kind, "id", id),
+            Some(id) => Self::from_parts(namespace, kind, account, "id", id),
             None => {
                 let digest = Sha256::digest(event.raw());
-                Self::from_parts(namespace, kind, "sha256", &const_hex::encode(&digest[..16]))
+                Self::from_parts(
+                    namespace,
+                    kind,
+                    account,
+                    "sha256",
+                    &const_hex::encode(&digest[..16]),
+                )
             }
         }
     }
 
-    /// `<len>:<namespace>:<len>:<kind>:<tag>:<rest>`. The tag is fixed text chosen by this
-    /// crate and the rest runs to the end, so the lengths alone make the encoding injective.
-    fn from_parts(namespace: Option<&str>, kind: &str, tag: &str, rest: &str) -> Self {
+    /// `<len>:<namespace>:<len>:<kind>:<tag>:<rest>`, or with an account
+    /// `<len>:<namespace>:<len>:<kind>:account:<len>:<account>:<tag>:<rest>`. The tags are
+    /// fixed text chosen by this crate (`account` is none of the others) and the rest runs to
+    /// the end, so the lengths alone make the encoding injective.
+    fn from_parts(
+        namespace: Option<&str>,
+        kind: &str,
+        account: Option<&str>,
+        tag: &str,
+        rest: &str,
+    ) -> Self {
         let namespace = namespace.unwrap_or("");
         // Pushed piece by piece, with itoa for the lengths: `format!` costs about ten times
         // as much, on every delivery.
         let mut lengths = itoa::Buffer::new();
+        let account_len = account.map_or(0, |account| account.len() + 20 + 10);
         let mut key = String::with_capacity(
-            namespace.len() + kind.len() + tag.len() + rest.len() + 2 * 20 + 5,
+            namespace.len() + kind.len() + account_len + tag.len() + rest.len() + 2 * 20 + 5,
         );
         key.push_str(lengths.format(namespace.len()));
         key.push(':');
@@ -96,6 +123,13 @@ impl DedupKey {
         key.push(':');
         key.push_str(kind);
         key.push(':');
+        if let Some(account) = account {
+            key.push_str("account:");
+            key.push_str(lengths.format(account.len()));
+            key.push(':');
+            key.push_str(account);
+            key.push(':');
+        }
         key.push_str(tag);
         key.push(':');
         key.push_str(rest);
@@ -508,11 +542,17 @@ impl Deduplicator {
 
     /// The key `event` is claimed under.
     pub fn key_for(&self, event: &Event) -> DedupKey {
+        self.key_for_account(event, None)
+    }
+
+    /// The key `event` is claimed under when it was received for `account` (a receiver for
+    /// many accounts): keys of different accounts never meet, with the default keying or
+    /// your own ([`with_key_fn`](Self::with_key_fn)). With `None`, [`key_for`](Self::key_for)'s.
+    pub fn key_for_account(&self, event: &Event, account: Option<&str>) -> DedupKey {
+        let namespace = self.namespace.as_deref();
         match &self.key_fn {
-            Some(key_fn) => {
-                DedupKey::from_parts(self.namespace.as_deref(), "", "fn", &key_fn(event))
-            }
-            None => DedupKey::for_event(event, self.namespace.as_deref()),
+            Some(key_fn) => DedupKey::from_parts(namespace, "", account, "fn", &key_fn(event)),
+            None => DedupKey::for_account_event(event, namespace, account),
         }
     }
 
@@ -591,10 +631,15 @@ mod tests {
 
     #[test]
     fn the_encoding_decodes_back_to_its_parts() {
-        let key = DedupKey::from_parts(Some("a:1:b"), "order:id:1", "id", "x:y");
+        let key = DedupKey::from_parts(Some("a:1:b"), "order:id:1", None, "id", "x:y");
         assert_eq!(
             decode(key.as_str()),
             ("a:1:b".into(), "order:id:1".into(), "id:x:y".into())
+        );
+        let key = DedupKey::from_parts(Some("a"), "order", Some("acme:1"), "id", "x");
+        assert_eq!(
+            decode(key.as_str()),
+            ("a".into(), "order".into(), "account:6:acme:1:id:x".into())
         );
     }
 }

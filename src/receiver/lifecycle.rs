@@ -229,7 +229,7 @@ impl Settlement {
         let Some(mut claim) = self.claim.take() else {
             return;
         };
-        super::telemetry::delivery(outcome_of(handled));
+        super::telemetry::delivery_for(outcome_of(handled), self.event.account());
         if let Err(error) = claim.settle(handled).await {
             log_settle_error(
                 &error,
@@ -256,7 +256,7 @@ impl Drop for Settlement {
         if let Some(claim) = &self.claim {
             // Every path that loses a delivery unsettled ends here (a panic in any
             // integration, a cancelled request, a forgotten commit): counted once, here.
-            super::telemetry::delivery(outcome_of(false));
+            super::telemetry::delivery_for(outcome_of(false), self.event.account());
             tracing::warn!(
                 kind = self.event.kind().as_str(),
                 message_id = self.event.message_id(),

@@ -38,12 +38,15 @@ use crate::event::{Event, EventTime};
 use crate::inbox::{Inbox, Inserted, JobId, NewDelivery};
 use crate::verify::{SIGNATURE_HEADER_NAMES, Verifier};
 
+mod accounts;
 mod body;
 mod client;
 mod lifecycle;
 mod rejection;
 pub(crate) mod telemetry;
 
+use accounts::{Accounts, AccountsConfig};
+pub use accounts::{ResolveError, SecretResolver};
 pub use body::BodyLimit;
 pub(crate) use body::{BoxError, ContentEncoding};
 pub use client::ForwardedHeader;
@@ -63,6 +66,7 @@ pub use rejection::{Answer, MissingReceiver, Rejection};
 pub struct VerifiedEvent {
     event: Arc<Event>,
     secret_label: Arc<str>,
+    account: Option<Arc<str>>,
 }
 
 impl VerifiedEvent {
@@ -70,6 +74,7 @@ impl VerifiedEvent {
         Self {
             event,
             secret_label,
+            account: None,
         }
     }
 
@@ -81,6 +86,13 @@ impl VerifiedEvent {
     /// The label of the secret whose signature matched.
     pub fn secret_label(&self) -> &str {
         &self.secret_label
+    }
+
+    /// The account the delivery was received for, on a receiver for many accounts
+    /// ([`Receiver::for_accounts`]): the route's path parameter, whose secrets verified it.
+    /// `None` on a receiver for one account.
+    pub fn account(&self) -> Option<&str> {
+        self.account.as_deref()
     }
 }
 
@@ -147,7 +159,7 @@ pub struct Receiver {
 }
 
 struct Inner {
-    verifier: Verifier,
+    secrets: Secrets,
     deduplicator: Deduplicator,
     replay_tolerance: Duration,
     clock: Arc<dyn Clock>,
@@ -158,13 +170,35 @@ struct Inner {
     trusted_proxies: Option<TrustedProxies>,
     /// When the next signature failure may be diagnosed, in milliseconds since the epoch.
     next_diagnosis_ms: AtomicU64,
-    secret_match_keys: telemetry::SecretMatchKeys,
+}
+
+/// Where a receiver's secrets come from.
+enum Secrets {
+    /// One account: one verifier, with a prebuilt metric key per secret label, so that
+    /// counting a match allocates nothing.
+    One {
+        verifier: Verifier,
+        match_keys: telemetry::SecretMatchKeys,
+    },
+    /// Many accounts: each account's verifier from the resolver, cached.
+    Accounts(Accounts),
+}
+
+/// Where a builder's secrets come from.
+#[derive(Debug)]
+enum BuilderSecrets {
+    One(Verifier),
+    Accounts(AccountsConfig),
 }
 
 impl fmt::Debug for Receiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver")
-            .field("verifier", &self.inner.verifier)
+        let mut debug = f.debug_struct("Receiver");
+        match &self.inner.secrets {
+            Secrets::One { verifier, .. } => debug.field("verifier", verifier),
+            Secrets::Accounts(accounts) => debug.field("accounts", accounts),
+        };
+        debug
             .field("deduplicator", &self.inner.deduplicator)
             .field("replay_tolerance", &self.inner.replay_tolerance)
             .field("clock", &self.inner.clock)
@@ -184,7 +218,7 @@ impl fmt::Debug for Receiver {
 #[derive(Debug)]
 #[must_use]
 pub struct ReceiverBuilder {
-    verifier: Verifier,
+    secrets: BuilderSecrets,
     deduplicator: Option<Deduplicator>,
     replay_tolerance: Duration,
     clock: Arc<dyn Clock>,
@@ -196,6 +230,28 @@ pub struct ReceiverBuilder {
 }
 
 impl ReceiverBuilder {
+    /// A receiver for many accounts ([`Receiver::for_accounts`]): the name of the route's
+    /// path parameter that carries the account, which the axum layer and the actix-web
+    /// middleware read. Defaults to `account`, as in `/webhooks/aisoule/{account}`. Ignored by
+    /// a receiver for one account.
+    pub fn account_parameter(mut self, name: impl Into<String>) -> Self {
+        if let BuilderSecrets::Accounts(config) = &mut self.secrets {
+            config.parameter = Arc::from(name.into());
+        }
+        self
+    }
+
+    /// A receiver for many accounts: how long an account's answer from the
+    /// [`SecretResolver`] is reused, including "no such account". A rotated secret, a new
+    /// account or a removed one takes effect once it passes, without a restart. Defaults to
+    /// 1 minute. Ignored by a receiver for one account.
+    pub fn account_cache_ttl(mut self, ttl: Duration) -> Self {
+        if let BuilderSecrets::Accounts(config) = &mut self.secrets {
+            config.ttl = ttl;
+        }
+        self
+    }
+
     /// Inbox mode: store each verified delivery in `inbox` and answer 200 once it is durably
     /// written, instead of running the handler inside the request. The inbox's
     /// [workers](Inbox::start) run the handler. Defaults to inline mode (no inbox).
@@ -292,7 +348,8 @@ impl ReceiverBuilder {
     /// * [`ConfigError::TtlShorterThanTolerance`] when the dedup TTL is shorter than the replay
     ///   tolerance: a replay arriving between the two would be neither stale nor a duplicate,
     ///   and would be handled twice.
-    /// * [`ConfigError::ZeroDuration`] for a zero tolerance or slow-handler warning.
+    /// * [`ConfigError::ZeroDuration`] for a zero tolerance, slow-handler warning or account
+    ///   cache TTL.
     /// * [`ConfigError::ZeroBodyLimit`] for a zero body limit.
     /// * [`ConfigError::RetentionShorterThanTolerance`] when the inbox keeps handled rows for
     ///   less time than the replay tolerance: a redelivery after the purge would run again.
@@ -312,6 +369,13 @@ impl ReceiverBuilder {
         }
         if self.body_limit.get() == 0 {
             return Err(ConfigError::ZeroBodyLimit);
+        }
+        if let BuilderSecrets::Accounts(config) = &self.secrets
+            && config.ttl.is_zero()
+        {
+            return Err(ConfigError::ZeroDuration {
+                setting: "the account cache TTL",
+            });
         }
         if deduplicator.ttl() < self.replay_tolerance {
             return Err(ConfigError::TtlShorterThanTolerance {
@@ -340,8 +404,13 @@ impl ReceiverBuilder {
                 trusted_proxies: self.trusted_proxies,
                 deduplicator,
                 next_diagnosis_ms: AtomicU64::new(0),
-                secret_match_keys: telemetry::SecretMatchKeys::new(self.verifier.secret_labels()),
-                verifier: self.verifier,
+                secrets: match self.secrets {
+                    BuilderSecrets::One(verifier) => Secrets::One {
+                        match_keys: telemetry::SecretMatchKeys::new(verifier.secret_labels()),
+                        verifier,
+                    },
+                    BuilderSecrets::Accounts(config) => Secrets::Accounts(config.build()),
+                },
             }),
         })
     }
@@ -360,8 +429,33 @@ impl Receiver {
 
     /// Starts configuring a receiver.
     pub fn builder(verifier: Verifier) -> ReceiverBuilder {
+        Self::builder_with(BuilderSecrets::One(verifier))
+    }
+
+    /// Starts configuring a receiver for many AISoule accounts, each delivered on its own
+    /// path (`/webhooks/aisoule/{account}`) and signed with its own secrets, which `resolver`
+    /// looks up and the receiver caches per account (see
+    /// [`account_cache_ttl`](ReceiverBuilder::account_cache_ttl)).
+    ///
+    /// An unknown account is answered 404, a failed lookup 503 with `Retry-After`. The
+    /// account reaches the event ([`VerifiedEvent::account`]), the delivery span (`account`)
+    /// and the metrics (an `account` label, for accounts the resolver knows), and deduplication keys are kept apart per
+    /// account ([`Deduplicator::key_for_account`]). The README's "Many accounts" shows a
+    /// whole receiver.
+    ///
+    /// # Security
+    ///
+    /// A 404 tells a sender that an account name is unknown, and nothing more: the answer is
+    /// the same for every unknown name, and one account's delivery under another's path gets
+    /// the same 401 as any bad signature. Account names that a sender may guess are not
+    /// secrets; the signature is what authenticates a delivery.
+    pub fn for_accounts(resolver: impl SecretResolver) -> ReceiverBuilder {
+        Self::builder_with(BuilderSecrets::Accounts(AccountsConfig::new(resolver)))
+    }
+
+    fn builder_with(secrets: BuilderSecrets) -> ReceiverBuilder {
         ReceiverBuilder {
-            verifier,
+            secrets,
             deduplicator: None,
             replay_tolerance: Self::DEFAULT_REPLAY_TOLERANCE,
             clock: Arc::new(SystemClock),
@@ -373,9 +467,23 @@ impl Receiver {
         }
     }
 
-    /// The verifier.
-    pub fn verifier(&self) -> &Verifier {
-        &self.inner.verifier
+    /// The verifier of a receiver for one account; `None` for one for many accounts, whose
+    /// verifiers come from its [`SecretResolver`].
+    pub fn verifier(&self) -> Option<&Verifier> {
+        match &self.inner.secrets {
+            Secrets::One { verifier, .. } => Some(verifier),
+            Secrets::Accounts(_) => None,
+        }
+    }
+
+    /// The name of the path parameter the integrations read the account from, on a receiver
+    /// for many accounts.
+    #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
+    pub(crate) fn account_parameter(&self) -> Option<&str> {
+        match &self.inner.secrets {
+            Secrets::One { .. } => None,
+            Secrets::Accounts(accounts) => Some(accounts.parameter()),
+        }
     }
 
     /// The deduplicator.
@@ -409,7 +517,9 @@ impl Receiver {
     /// # Errors
     ///
     /// A [`Rejection`] for every delivery that must not reach the handler and is not a
-    /// duplicate; [`Rejection::status`] is its answer.
+    /// duplicate; [`Rejection::status`] is its answer. A receiver for many accounts needs the
+    /// account: use [`admit_account`](Self::admit_account) (here,
+    /// [`Rejection::MissingAccount`]).
     ///
     /// # Security
     ///
@@ -420,12 +530,35 @@ impl Receiver {
         signatures: impl IntoIterator<Item = &'a [u8]>,
         body: Bytes,
     ) -> Result<Admission, Rejection> {
+        self.admit_account(None, signatures, body).await
+    }
+
+    /// [`admit`](Self::admit) for a delivery received for `account`: on a receiver for many
+    /// accounts ([`Receiver::for_accounts`]), verified with that account's secrets. On a
+    /// receiver for one account, the account only names the delivery and keeps its
+    /// deduplication key apart.
+    ///
+    /// # Errors
+    ///
+    /// As for [`admit`](Self::admit), and on a receiver for many accounts
+    /// [`Rejection::UnknownAccount`] (404), [`Rejection::Resolver`] (503), or
+    /// [`Rejection::MissingAccount`] (500) when `account` is `None`.
+    ///
+    /// # Security
+    ///
+    /// As for [`admit`](Self::admit).
+    pub async fn admit_account<'a>(
+        &self,
+        account: Option<&str>,
+        signatures: impl IntoIterator<Item = &'a [u8]>,
+        body: Bytes,
+    ) -> Result<Admission, Rejection> {
         let signatures = signatures
             .into_iter()
             .map(|value| ("signature", value))
             .collect();
-        let admission = self.admit_inner(signatures, body).await;
-        report(&admission);
+        let admission = self.admit_inner(account, signatures, body).await;
+        report(&admission, account);
         admission
     }
 
@@ -436,6 +569,25 @@ impl Receiver {
     #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
     pub(crate) async fn admit_request<B>(
         &self,
+        method: &str,
+        headers: &impl RequestHeaders,
+        peer: Option<IpAddr>,
+        body: B,
+    ) -> Result<Admitted, Answer>
+    where
+        B: http_body::Body,
+        B::Error: Into<BoxError>,
+    {
+        self.admit_account_request(None, method, headers, peer, body)
+            .await
+    }
+
+    /// [`admit_request`](Self::admit_request) for a delivery received for `account` (the
+    /// route's path parameter, on a receiver for many accounts).
+    #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
+    pub(crate) async fn admit_account_request<B>(
+        &self,
+        account: Option<&str>,
         method: &str,
         headers: &impl RequestHeaders,
         peer: Option<IpAddr>,
@@ -464,11 +616,11 @@ impl Receiver {
                 for name in SIGNATURE_HEADER_NAMES {
                     signatures.extend(headers.all(name).map(|value| (name, value)));
                 }
-                self.admit_inner(signatures, body).await
+                self.admit_inner(account, signatures, body).await
             }
             Err(rejection) => Err(rejection),
         };
-        report(&admission);
+        report(&admission, account);
         match admission {
             Ok(Admission::Fresh(admitted)) => Ok(admitted),
             Ok(Admission::Duplicate) => Err(Answer::DUPLICATE),
@@ -498,6 +650,8 @@ impl Receiver {
 
     async fn admit_inner(
         &self,
+        // The route's account, on a receiver for many accounts.
+        account: Option<&str>,
         // Every signature header's name and value: verified, and kept for the inbox, which
         // stores them as received.
         signatures: Signatures<'_>,
@@ -507,21 +661,44 @@ impl Receiver {
         if body.len() > limit {
             return Err(Rejection::PayloadTooLarge { limit });
         }
-        let verified = match self
-            .inner
-            .verifier
-            .verify_values(signatures.iter().map(|&(_, value)| value), &body)
-        {
-            Ok(verified) => verified,
-            Err(error) => {
-                self.diagnose(&signatures, &body);
-                return Err(error.into());
+        let span = tracing::Span::current();
+        if let Some(account) = account {
+            span.record("account", account);
+        }
+        let resolved;
+        let (verifier, match_keys) = match (&self.inner.secrets, account) {
+            (
+                Secrets::One {
+                    verifier,
+                    match_keys,
+                },
+                _,
+            ) => (verifier, Some(match_keys)),
+            (Secrets::Accounts(accounts), Some(account)) => {
+                // Boxed: the cache's future is large, and a receiver for one account should
+                // not carry its size in every delivery's future.
+                resolved = Box::pin(accounts.verifier(account)).await?;
+                (&resolved, None)
+            }
+            (Secrets::Accounts(accounts), None) => {
+                return Err(Rejection::MissingAccount {
+                    parameter: accounts.parameter().to_owned(),
+                });
             }
         };
-        self.inner
-            .secret_match_keys
-            .matched(verified.secret_label());
-        let span = tracing::Span::current();
+        let verified =
+            match verifier.verify_values(signatures.iter().map(|&(_, value)| value), &body) {
+                Ok(verified) => verified,
+                Err(error) => {
+                    self.diagnose(verifier, &signatures, &body);
+                    return Err(error.into());
+                }
+            };
+        match (match_keys, account) {
+            (Some(keys), None) => keys.matched(verified.secret_label()),
+            // A dynamic label allocates; an account's label set is not known in advance.
+            _ => telemetry::account_secret_matched(verified.secret_label(), account),
+        }
         span.record("secret_label", verified.secret_label());
         let event = Event::parse_bytes(body)?;
         span.record("kind", event.kind().as_str());
@@ -531,10 +708,18 @@ impl Receiver {
         if let Some(inbox) = &self.inner.inbox {
             // Boxed: the write's future is large, and inline mode's requests should not carry
             // its size (a future over 1 KiB costs glibc's allocator a consolidation per call).
-            return Box::pin(self.store(inbox, event, signatures, verified.shared_label())).await;
+            return Box::pin(self.store(
+                inbox,
+                account,
+                event,
+                signatures,
+                verified.shared_label(),
+            ))
+            .await;
         }
         self.check_freshness(&event)?;
-        let claim = match self.inner.deduplicator.claim(&event).await? {
+        let key = self.inner.deduplicator.key_for_account(&event, account);
+        let claim = match self.inner.deduplicator.claim_key(key).await? {
             Claim::Fresh(claim) => claim,
             Claim::Duplicate => return Ok(Admission::Duplicate),
             Claim::InFlight => return Err(Rejection::InFlight),
@@ -542,6 +727,7 @@ impl Receiver {
         let event = VerifiedEvent {
             event: Arc::new(event),
             secret_label: verified.shared_label(),
+            account: account.map(Arc::from),
         };
         Ok(Admission::Fresh(Admitted::new(
             event,
@@ -555,6 +741,7 @@ impl Receiver {
     async fn store(
         &self,
         inbox: &Inbox,
+        account: Option<&str>,
         event: Event,
         signatures: Signatures<'_>,
         secret_label: Arc<str>,
@@ -575,7 +762,12 @@ impl Receiver {
         };
         let quarantined = quarantine.is_some();
         let delivery = NewDelivery {
-            key: self.inner.deduplicator.key_for(&event).as_str().to_owned(),
+            key: self
+                .inner
+                .deduplicator
+                .key_for_account(&event, account)
+                .as_str()
+                .to_owned(),
             headers: signatures
                 .into_iter()
                 .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
@@ -615,7 +807,7 @@ impl Receiver {
     /// Logs the most likely cause of a signature failure, for the operator, at most once per
     /// [`DIAGNOSIS_INTERVAL`]: each diagnosis costs a few HMACs, and a flood of forgeries must
     /// not make every one of them that expensive. The answer stays the same 401.
-    fn diagnose(&self, signatures: &Signatures<'_>, body: &[u8]) {
+    fn diagnose(&self, verifier: &Verifier, signatures: &Signatures<'_>, body: &[u8]) {
         let now_ms = self
             .inner
             .clock
@@ -641,7 +833,7 @@ impl Receiver {
             return;
         }
         let values = signatures.iter().map(|&(_, value)| value);
-        if let Some(diagnosis) = self.inner.verifier.diagnose(values, body) {
+        if let Some(diagnosis) = verifier.diagnose(values, body) {
             tracing::warn!(
                 %diagnosis,
                 "a delivery's signature did not verify; the diagnosis names the likely cause"
@@ -677,19 +869,32 @@ impl Receiver {
 
 /// Records an admission's outcome on the delivery span and logs it: the one place every
 /// delivery's outcome is reported, whichever way it was admitted.
-fn report(admission: &Result<Admission, Rejection>) {
+fn report(admission: &Result<Admission, Rejection>, account: Option<&str>) {
     let span = tracing::Span::current();
     // A fresh delivery's outcome is counted once its handler has answered.
     match admission {
         Ok(Admission::Fresh(_)) => {}
-        Ok(Admission::Duplicate) => telemetry::delivery("duplicate"),
-        Ok(Admission::Stored(_)) => telemetry::delivery("stored"),
-        Ok(Admission::Quarantined(_)) => telemetry::delivery("quarantined"),
+        Ok(Admission::Duplicate) => telemetry::delivery_for("duplicate", account),
+        Ok(Admission::Stored(_)) => telemetry::delivery_for("stored", account),
+        Ok(Admission::Quarantined(_)) => telemetry::delivery_for("quarantined", account),
         Err(rejection) => {
-            telemetry::delivery(rejection.outcome());
+            // Only an account the resolver knows becomes a label: the path is the sender's
+            // to choose, and each made-up name would be a new time series in the exporter.
+            let known = match rejection {
+                Rejection::MethodNotAllowed { .. }
+                | Rejection::UnsupportedEncoding { .. }
+                | Rejection::PayloadTooLarge { .. }
+                | Rejection::BodyUnreadable { .. }
+                | Rejection::UnknownAccount
+                | Rejection::Resolver(_)
+                | Rejection::MissingAccount { .. } => None,
+                _ => account,
+            };
+            telemetry::delivery_for(rejection.outcome(), known);
             match rejection {
                 Rejection::Store(_) => telemetry::store_error("dedup"),
                 Rejection::Inbox(_) => telemetry::store_error("inbox"),
+                Rejection::Resolver(_) => telemetry::store_error("resolver"),
                 _ => {}
             }
         }
@@ -737,6 +942,7 @@ pub(crate) fn delivery_span() -> tracing::Span {
     tracing::info_span!(
         "aisoule_webhook",
         client = Empty,
+        account = Empty,
         kind = Empty,
         message_id = Empty,
         secret_label = Empty,

@@ -3,6 +3,7 @@
 
 use thiserror::Error;
 
+use super::accounts::ResolveError;
 use crate::error::{DedupError, InboxError, ParseError, Skew, VerifyError};
 
 /// Why the integrations did not hand a delivery to your handler, and what they answered.
@@ -83,6 +84,26 @@ pub enum Rejection {
     /// sends it again).
     #[error("the delivery could not be stored in the inbox")]
     Inbox(#[source] InboxError),
+    /// A receiver for many accounts: the account named in the path is not one the
+    /// [`SecretResolver`](crate::receiver::SecretResolver) knows (404). Checked before the
+    /// signature, since there is no secret to check it with; the answer says no more than
+    /// "unknown account", whatever the name.
+    #[error("the account named in the path is unknown")]
+    UnknownAccount,
+    /// A receiver for many accounts: the [`SecretResolver`](crate::receiver::SecretResolver)
+    /// failed (503 with `Retry-After`, so the platform sends the delivery again).
+    #[error("the account's secrets could not be resolved")]
+    Resolver(#[source] ResolveError),
+    /// A receiver for many accounts on a route without its account path parameter: a wiring
+    /// mistake, answered with 500 so it is noticed.
+    #[error(
+        "the route has no path parameter named {parameter:?}; route the receiver for many \
+         accounts on a path such as /webhooks/aisoule/{{{parameter}}}"
+    )]
+    MissingAccount {
+        /// The parameter's name, as configured on the receiver.
+        parameter: String,
+    },
 }
 
 impl From<InboxError> for Rejection {
@@ -105,14 +126,16 @@ impl Rejection {
             | Self::UnreadableTimestamp { .. } => StatusCode::BAD_REQUEST,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
             Self::InFlight => StatusCode::CONFLICT,
-            Self::Store(_) | Self::Inbox(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::Inbox(_) | Self::Resolver(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnknownAccount => StatusCode::NOT_FOUND,
+            Self::MissingAccount { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The `Retry-After` value in seconds, for the answers that invite a retry.
     pub fn retry_after_secs(&self) -> Option<u64> {
         // The platform's own first retry comes after 10 s; asking for the same keeps both in step.
-        matches!(self, Self::Store(_) | Self::Inbox(_)).then_some(10)
+        matches!(self, Self::Store(_) | Self::Inbox(_) | Self::Resolver(_)).then_some(10)
     }
 
     /// The `Allow` header's value, for the answer to a wrong method: HTTP requires a 405 to
@@ -153,15 +176,18 @@ impl Rejection {
             Self::Stale { .. } => r#"{"error":"stale event"}"#,
             Self::UnreadableTimestamp { .. } => r#"{"error":"unreadable timestamp"}"#,
             Self::InFlight => r#"{"error":"delivery in progress; retry later"}"#,
-            Self::Store(_) | Self::Inbox(_) => {
+            Self::Store(_) | Self::Inbox(_) | Self::Resolver(_) => {
                 r#"{"error":"temporarily unavailable; retry later"}"#
             }
+            Self::UnknownAccount => r#"{"error":"unknown account"}"#,
+            Self::MissingAccount { .. } => r#"{"error":"webhook receiver misconfigured"}"#,
         }
     }
 
     /// A short, stable name for logs and metrics: `method_not_allowed`, `too_large`,
     /// `unsupported_encoding`, `unreadable`, `signature`, `parse`, `stale`,
-    /// `unreadable_timestamp`, `in_flight`, `store`, `inbox`.
+    /// `unreadable_timestamp`, `in_flight`, `store`, `inbox`, `unknown_account`, `resolver`,
+    /// `misconfigured`.
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
@@ -175,6 +201,9 @@ impl Rejection {
             Self::InFlight => "in_flight",
             Self::Store(_) => "store",
             Self::Inbox(_) => "inbox",
+            Self::UnknownAccount => "unknown_account",
+            Self::Resolver(_) => "resolver",
+            Self::MissingAccount { .. } => "misconfigured",
         }
     }
 }

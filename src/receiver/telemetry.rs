@@ -57,6 +57,18 @@ pub(crate) fn delivery(outcome: &'static str) {
     }
 }
 
+/// [`delivery`], with an `account` label on a receiver for many accounts. The label is built
+/// from the account on every call (an allocation), which only such receivers pay.
+pub(crate) fn delivery_for(outcome: &'static str, account: Option<&str>) {
+    match account {
+        None => delivery(outcome),
+        Some(account) => {
+            metrics::counter!(DELIVERIES, "outcome" => outcome, "account" => account.to_owned())
+                .increment(1);
+        }
+    }
+}
+
 pub(crate) fn handler_ran(handled: bool, took: Duration) {
     let seconds = took.as_secs_f64();
     if handled {
@@ -93,6 +105,21 @@ impl SecretMatchKeys {
             metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA))
                 .increment(1);
         }
+    }
+}
+
+/// A secret match on a receiver for many accounts, labelled with the account as well, so
+/// that each account's rotation can be followed.
+pub(crate) fn account_secret_matched(label: &str, account: Option<&str>) {
+    let label = label.to_owned();
+    match account {
+        Some(account) => metrics::counter!(
+            SECRET_MATCHES,
+            "secret_label" => label,
+            "account" => account.to_owned()
+        )
+        .increment(1),
+        None => metrics::counter!(SECRET_MATCHES, "secret_label" => label).increment(1),
     }
 }
 

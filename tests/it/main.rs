@@ -1,6 +1,8 @@
 //! The crate's one integration test binary; each module covers one concern.
 
 #[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
+mod accounts;
+#[cfg(all(feature = "actix-web", feature = "axum", feature = "test-util"))]
 mod actix;
 #[cfg(all(feature = "axum", feature = "test-util"))]
 mod adversarial;

@@ -233,7 +233,10 @@ fn a_receiver_reports_its_settings_and_debug_never_shows_the_secret() {
     assert!(receiver.inbox().is_none());
     assert_eq!(receiver.deduplicator().namespace(), Some("crm"));
     assert_eq!(
-        format!("{:?}", receiver.verifier()),
+        format!(
+            "{:?}",
+            receiver.verifier().expect("a receiver for one account")
+        ),
         r#"Verifier { secret_labels: ["test"], retired_labels: [], .. }"#
     );
     let debug = format!("{receiver:?}");
