@@ -37,6 +37,8 @@
 //! | a `Content-Encoding` other than gzip or deflate | 415 |
 //! | the handler panicked | 500 |
 //! | idempotency store down | 503 with `Retry-After` |
+//! | many accounts: an account the resolver does not know | 404 |
+//! | many accounts: the resolver failed | 503 with `Retry-After` |
 //!
 //! Your handler runs in a task of its own: when the platform hangs up at its 5 s deadline,
 //! the handler still runs to completion and settles the claim, so the retry is answered as a

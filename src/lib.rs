@@ -31,8 +31,9 @@
 //! (see the README): 401 for every signature failure, 405 with `Allow: POST` for any other
 //! method, 400 for non-events and replays, 409 while another delivery of the event is in
 //! flight, 413 over the body limit, 415 for an encoding other than gzip or deflate, 500 when the
-//! handler panicked, 503 when the idempotency store is down, 200 without calling your handler
-//! for a duplicate. Both run your handler in a task of its own, so it completes even when the
+//! handler panicked, 503 when the idempotency store (or, for many accounts, the secret
+//! resolver) is down, 404 for an account the resolver does not know, 200 without calling your
+//! handler for a duplicate. Both run your handler in a task of its own, so it completes even when the
 //! platform hangs up at its 5 s deadline.
 //!
 //! # Without a framework
