@@ -264,15 +264,16 @@ where
             });
             // Spawned on the worker's local set: actix services are not `Send`.
             match actix_web::rt::spawn(run.in_current_span()).await {
-                Ok((answer, outcome)) => answer.map(|mut response| {
+                Ok(Ok((answer, outcome))) => answer.map(|mut response| {
                     response.headers_mut().insert(
                         header::HeaderName::from_static(crate::OUTCOME_HEADER),
                         HeaderValue::from_static(outcome),
                     );
                     response.map_into_left_body()
                 }),
-                // The dropped run's settlement released the claim and counted the delivery.
-                Err(_panicked) => Ok(ServiceResponse::new(
+                // A panic in the handler (the run released the claim, counted and logged the
+                // delivery) or anywhere else in the task (the dropped run's settlement did).
+                Ok(Err(_)) | Err(_) => Ok(ServiceResponse::new(
                     http_request,
                     response(&Answer::HANDLER_PANICKED),
                 )

@@ -257,7 +257,8 @@ where
             let run = admitted.run_to_outcome(inner.call(request), |answer| {
                 answer.as_ref().ok().map(http::Response::status)
             });
-            match RunToCompletion::new(run).await {
+            // A panic in the handler (caught by the run), or anywhere else in it.
+            match RunToCompletion::new(run).await.and_then(|run| run) {
                 Ok((answer, outcome)) => answer.map(|response| {
                     let mut response = response.map(Body::new);
                     response
@@ -265,8 +266,8 @@ where
                         .insert(OUTCOME, HeaderValue::from_static(outcome));
                     response
                 }),
-                // The dropped run's settlement released the claim and counted the delivery.
-                Err(HandlerPanicked) => Ok(Answer::HANDLER_PANICKED.into_response()),
+                // The claim is released and the delivery counted and logged.
+                Err(HandlerPanicked { .. }) => Ok(Answer::HANDLER_PANICKED.into_response()),
             }
         };
         Box::pin(lifecycle.instrument(span))

@@ -1,8 +1,10 @@
 //! What happens to a delivery after it is admitted: the handler runs to completion, its
 //! claim is kept alive meanwhile, and the claim is settled by the handler's own outcome.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -66,29 +68,47 @@ impl Admitted {
     ///
     /// Spawn the returned future (the integrations do) so that it outlives the request: if it
     /// is dropped midway instead, the handler stops and the claim is released.
+    ///
+    /// # Panics
+    ///
+    /// When the handler panics: the claim is released and the panic logged at warn first,
+    /// then the panic resumes.
     pub async fn run<F: Future>(
         self,
         handler: F,
         status_of: impl FnOnce(&F::Output) -> Option<http::StatusCode>,
     ) -> F::Output {
-        self.run_to_outcome(handler, status_of).await.0
+        match self.run_to_outcome(handler, status_of).await {
+            Ok((output, _outcome)) => output,
+            Err(panicked) => std::panic::resume_unwind(panicked.payload),
+        }
     }
 
     /// [`run`](Self::run), also giving the delivery's outcome (`handled` or `released`),
     /// which the integrations send in the [`OUTCOME_HEADER`](crate::OUTCOME_HEADER): worked
-    /// out once, here, rather than again from the response.
+    /// out once, here, rather than again from the response. A panic in the handler is caught
+    /// here, so that its delivery is settled and logged like any other failure, in one line
+    /// that names the panic.
     pub(crate) async fn run_to_outcome<F: Future>(
         self,
         handler: F,
         status_of: impl FnOnce(&F::Output) -> Option<http::StatusCode>,
-    ) -> (F::Output, &'static str) {
+    ) -> Result<(F::Output, &'static str), HandlerPanicked> {
         let Self {
             mut settlement,
             slow_handler_warning,
         } = self;
         let started = std::time::Instant::now();
-        let output = {
+        let caught = {
             let mut handler = pin!(handler);
+            // Unwind safety: after a panic the handler is dropped, never polled again.
+            let mut handler = pin!(std::future::poll_fn(move |cx| {
+                match catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
+                    Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Err(payload) => Poll::Ready(Err(payload)),
+                }
+            }));
             // Many handlers finish at their first poll: they pay for no timer. The others get
             // the watchdog, boxed so that the quick ones do not carry its size either.
             match std::future::poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
@@ -101,6 +121,25 @@ impl Admitted {
                         () = watchdog => handler.await,
                     }
                 }
+            }
+        };
+        let output = match caught {
+            Ok(output) => output,
+            Err(payload) => {
+                let outcome = outcome_of(false);
+                tracing::Span::current().record("outcome", outcome);
+                super::telemetry::handler_ran(false, started.elapsed());
+                settlement.settle_in_place(false).await;
+                let event = &settlement.event;
+                let panic = panic_message(&*payload);
+                tracing::warn!(
+                    kind = event.kind().as_str(),
+                    message_id = event.message_id(),
+                    panic,
+                    outcome,
+                    "the handler panicked; claim released, so the platform's retry runs it again"
+                );
+                return Err(HandlerPanicked { payload });
             }
         };
         let status = status_of(&output);
@@ -138,8 +177,17 @@ impl Admitted {
                 "the handler failed; claim released, so the platform's retry runs it again"
             ),
         }
-        (output, outcome)
+        Ok((output, outcome))
     }
+}
+
+/// A panic's message, when it has one (`panic!` with a string or a format).
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 /// The outcome of a delivery whose claim is settled: `handled` when committed, `released`
@@ -286,9 +334,19 @@ pub(crate) struct RunToCompletion<F: Future + Send + 'static> {
     span: tracing::Span,
 }
 
-/// The handler panicked; the run was dropped, which released its claim.
-#[derive(Debug)]
-pub(crate) struct HandlerPanicked;
+/// The handler panicked; its claim was released. The payload is kept so that
+/// [`Admitted::run`] can resume the panic.
+pub(crate) struct HandlerPanicked {
+    payload: Box<dyn Any + Send>,
+}
+
+impl fmt::Debug for HandlerPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerPanicked")
+            .field("panic", &panic_message(&*self.payload))
+            .finish()
+    }
+}
 
 #[cfg_attr(not(feature = "axum"), allow(dead_code))]
 impl<F: Future + Send + 'static> RunToCompletion<F> {
@@ -307,8 +365,6 @@ impl<F: Future + Send + 'static> Future for RunToCompletion<F> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        use std::panic::{AssertUnwindSafe, catch_unwind};
-        use std::task::Poll;
         let Some(run) = self.run.as_mut() else {
             panic!("RunToCompletion polled after it finished");
         };
@@ -319,9 +375,9 @@ impl<F: Future + Send + 'static> Future for RunToCompletion<F> {
                 self.run = None;
                 Poll::Ready(Ok(output))
             }
-            Err(_panic) => {
+            Err(payload) => {
                 self.run = None;
-                Poll::Ready(Err(HandlerPanicked))
+                Poll::Ready(Err(HandlerPanicked { payload }))
             }
         }
     }

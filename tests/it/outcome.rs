@@ -83,6 +83,31 @@ pub(crate) async fn the_outcome_is_logged_once_at_info<F: Framework>() {
     assert!(released[0].contains("status=500"), "{text}");
 }
 
+/// A panicking handler's delivery is settled and logged like any other failure: one warn line
+/// naming the panic, and no "dropped before it was settled" warning.
+pub(crate) async fn a_panic_is_logged_once_with_its_message<F: Framework>() {
+    let server = start::<F>(test_receiver()).await;
+    let url = server.url();
+    let panicking = message(Dialect::Help, "panic-once-logged");
+    assert_eq!(send(&url, &panicking).await, (500, "released".into()));
+    let text = server.logs.text();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("panic-once-logged"))
+        .filter(|line| line.contains(" WARN ") || line.contains(" INFO "))
+        .filter(|line| !line.contains("delivery admitted"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains(" WARN ")
+            && lines[0].contains("the handler panicked; claim released")
+            && lines[0].contains("the test handler panics on its first call")
+            && lines[0].contains("outcome=\"released\""),
+        "{text}"
+    );
+    assert!(!text.contains("dropped before it was settled"), "{text}");
+}
+
 macro_rules! outcome_cases {
     ($module:ident, $framework:ty; $($case:ident),*) => {
         mod $module {
@@ -96,6 +121,6 @@ macro_rules! outcome_cases {
     };
 }
 
-outcome_cases!(axum, crate::axum::Axum; every_answer_names_its_outcome, the_outcome_is_logged_once_at_info);
+outcome_cases!(axum, crate::axum::Axum; every_answer_names_its_outcome, the_outcome_is_logged_once_at_info, a_panic_is_logged_once_with_its_message);
 #[cfg(feature = "actix-web")]
 outcome_cases!(actix, crate::actix::Actix; every_answer_names_its_outcome);
