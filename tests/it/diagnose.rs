@@ -224,3 +224,67 @@ async fn the_receiver_answers_every_mistake_alike_and_logs_each_diagnosis_at_a_b
     );
     assert_eq!(answers[0].status(), 401);
 }
+
+/// Each diagnosis reads, in the operator's log, as the sentence that names its cause and
+/// what to do about it: the receiver logs only this text, so an empty or wrong sentence
+/// would leave the operator with `diagnosis=` and nothing after it.
+#[test]
+fn each_diagnosis_says_its_cause_in_a_sentence() {
+    let sentences = [
+        (
+            SignatureDiagnosis::NoSignatureHeader,
+            "the request has no X-Webhook-Signature or X-AISoule-Signature header",
+        ),
+        (
+            SignatureDiagnosis::DocsPlaceholder,
+            "the signature is the documentation's MOCK_SIGNATURE placeholder",
+        ),
+        (
+            SignatureDiagnosis::NewlineAdded,
+            "the body matches without its trailing newline: something added one after signing",
+        ),
+        (
+            SignatureDiagnosis::NewlineRemoved,
+            "the body matches with a trailing newline: something stripped it \
+             (curl -d does; use --data-binary)",
+        ),
+        (
+            SignatureDiagnosis::Reserialized {
+                form: JsonForm::Compact,
+            },
+            "the compact form of the same JSON matches: the body was re-serialised before \
+             verification; verify the raw bytes",
+        ),
+        (
+            SignatureDiagnosis::Reserialized {
+                form: JsonForm::CompactAsciiEscaped,
+            },
+            "the compact, ASCII-escaped form of the same JSON matches: the body was \
+             re-serialised before verification; verify the raw bytes",
+        ),
+        (
+            SignatureDiagnosis::RetiredSecret {
+                label: "2025".into(),
+            },
+            r#"the retired secret "2025" matches: the sender still signs with it"#,
+        ),
+    ];
+    for (diagnosis, sentence) in sentences {
+        assert_eq!(diagnosis.to_string(), sentence, "{diagnosis:?}");
+    }
+}
+
+/// Only a whole JSON document is re-serialised: a body that is JSON followed by other bytes
+/// is not the same JSON in another form, even when its JSON prefix is what was signed, so it
+/// gets no diagnosis (it is a forgery or a truncation, not a framework's rewrite).
+#[test]
+fn json_followed_by_other_bytes_is_not_diagnosed_as_reserialised() {
+    let verifier = verifier();
+    let compact = compact_body();
+    let value = sign(&test_secret(), compact.as_bytes()).to_prefixed();
+    let received = format!("{compact} trailing bytes");
+    assert_eq!(
+        verifier.diagnose([value.as_bytes()], received.as_bytes()),
+        None
+    );
+}

@@ -366,65 +366,109 @@ fn sleeping_app(receiver: Receiver, run_time: Duration) -> Router {
     )
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_handler_running_past_the_slow_handler_warning_is_logged_and_not_cancelled() {
-    let logs = CapturedLogs::default();
-    let _guard = logs.install();
-    let receiver = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
-        .clock(Arc::new(aisoule_webhooks::clock::ManualClock::new(
-            crate::e2e::test_now(),
-        )))
-        .slow_handler_warning(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let app = sleeping_app(receiver, Duration::from_secs(4));
-    let delivery = message(Dialect::Help, "slow-warning-1");
-    let response = app
-        .oneshot(delivery.http_request("/webhook"))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "a slow handler is never cancelled");
-    let text = logs.text();
-    let warning = text
-        .lines()
-        .find(|line| line.contains("still running"))
-        .unwrap_or_else(|| panic!("no warning in:\n{text}"));
-    assert!(
-        warning.contains("WARN") && warning.contains("slow-warning-1"),
-        "{warning}"
-    );
+/// The real-time bound on the tests of the handler's watchdog. Their clock is paused, so they
+/// wait for nothing; but a watchdog that spins (wakes at once, forever) keeps the paused
+/// runtime busy, so its clock never moves and the handler never ends. A bound on the paused
+/// clock would never fire either: only a real-time one, well under `cargo mutants`' 120 s test
+/// timeout, turns that hang into a failure.
+const WATCHDOG_TEST_BOUND: Duration = Duration::from_secs(30);
+
+/// Runs `test` on a current-thread runtime whose clock starts paused, on a thread of its own,
+/// and fails if it has not ended within [`WATCHDOG_TEST_BOUND`] of real time. A hung runtime
+/// thread is left behind; the test binary ends it when it exits.
+fn on_a_paused_clock_within_real_time<F>(test: impl FnOnce() -> F + Send + 'static)
+where
+    F: Future<Output = ()>,
+{
+    let (passed, outcome) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a paused runtime")
+            .block_on(test());
+        // Only reached when every assertion held; a panic drops the sender instead.
+        let _ = passed.send(());
+    });
+    match outcome.recv_timeout(WATCHDOG_TEST_BOUND) {
+        Ok(()) => thread
+            .join()
+            .expect("the test's thread ends once it has passed"),
+        // The test panicked: fail with its own message.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(thread.join().expect_err("the test's thread panicked"))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+            "the test did not end within {WATCHDOG_TEST_BOUND:?} of real time: something \
+             keeps its paused runtime busy, so the clock never advances"
+        ),
+    }
+}
+
+#[test]
+fn a_handler_running_past_the_slow_handler_warning_is_logged_and_not_cancelled() {
+    on_a_paused_clock_within_real_time(|| async {
+        let logs = CapturedLogs::default();
+        let _guard = logs.install();
+        let receiver = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+            .clock(Arc::new(aisoule_webhooks::clock::ManualClock::new(
+                crate::e2e::test_now(),
+            )))
+            .slow_handler_warning(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let app = sleeping_app(receiver, Duration::from_secs(4));
+        let delivery = message(Dialect::Help, "slow-warning-1");
+        let response = app
+            .oneshot(delivery.http_request("/webhook"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "a slow handler is never cancelled");
+        let text = logs.text();
+        let warning = text
+            .lines()
+            .find(|line| line.contains("still running"))
+            .unwrap_or_else(|| panic!("no warning in:\n{text}"));
+        assert!(
+            warning.contains("WARN") && warning.contains("slow-warning-1"),
+            "{warning}"
+        );
+    });
 }
 
 /// While a handler runs, its claim is renewed every half lease (no more often: each renewal
 /// is a store round trip), and a handler that ends before the slow-handler warning is not
 /// warned about. The clock is paused, so the test waits for nothing.
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn a_running_handler_renews_its_claim_every_half_lease_and_a_quick_one_is_not_warned() {
-    let logs = CapturedLogs::default();
-    let _guard = logs.install();
-    let store = Arc::new(crate::support::CountingStore::default());
-    let receiver = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
-        .clock(Arc::new(aisoule_webhooks::clock::ManualClock::new(
-            crate::e2e::test_now(),
-        )))
-        .deduplicator(
-            Deduplicator::from_arc(store.clone())
-                .with_lease(Duration::from_secs(10))
-                .unwrap(),
-        )
-        .slow_handler_warning(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let app = sleeping_app(receiver, Duration::from_secs(26));
-    let delivery = message(Dialect::Help, "renewed-1");
-    let response = app
-        .oneshot(delivery.http_request("/webhook"))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(store.renewals(), 5, "renewed at 5, 10, 15, 20 and 25 s");
-    let text = logs.text();
-    assert!(!text.contains("still running"), "{text}");
+#[test]
+fn a_running_handler_renews_its_claim_every_half_lease_and_a_quick_one_is_not_warned() {
+    on_a_paused_clock_within_real_time(|| async {
+        let logs = CapturedLogs::default();
+        let _guard = logs.install();
+        let store = Arc::new(crate::support::CountingStore::default());
+        let receiver = Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+            .clock(Arc::new(aisoule_webhooks::clock::ManualClock::new(
+                crate::e2e::test_now(),
+            )))
+            .deduplicator(
+                Deduplicator::from_arc(store.clone())
+                    .with_lease(Duration::from_secs(10))
+                    .unwrap(),
+            )
+            .slow_handler_warning(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let app = sleeping_app(receiver, Duration::from_secs(26));
+        let delivery = message(Dialect::Help, "renewed-1");
+        let response = app
+            .oneshot(delivery.http_request("/webhook"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(store.renewals(), 5, "renewed at 5, 10, 15, 20 and 25 s");
+        let text = logs.text();
+        assert!(!text.contains("still running"), "{text}");
+    });
 }
 
 #[tokio::test]

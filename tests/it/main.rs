@@ -10,6 +10,8 @@ mod adversarial;
 mod axum;
 #[cfg(feature = "test-util")]
 mod dedup;
+#[cfg(feature = "redis")]
+mod dedup_mutants;
 #[cfg(feature = "test-util")]
 mod diagnose;
 #[cfg(all(
