@@ -689,48 +689,53 @@ async fn a_table_from_before_accounts_gets_the_column_and_keeps_its_rows() {
     let Some(server) = PostgresServer::shared() else {
         return;
     };
-    let url = server.url();
-    let schema = unique_schema("Upgrade");
-    let old = TABLE_BEFORE_ACCOUNTS.replace("{schema}", &format!("\"{schema}\""));
-    let pool = sqlx::PgPool::connect(&url).await.expect("connects");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(old))
-        .execute(&pool)
-        .await
-        .expect("the old table is created");
+    // Every step talks to the server: one deadline for all of them.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let url = server.url();
+        let schema = unique_schema("Upgrade");
+        let old = TABLE_BEFORE_ACCOUNTS.replace("{schema}", &format!("\"{schema}\""));
+        let pool = sqlx::PgPool::connect(&url).await.expect("connects");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(old))
+            .execute(&pool)
+            .await
+            .expect("the old table is created");
 
-    let store = tokio::time::timeout(
-        Duration::from_secs(10),
-        PostgresStore::builder(&url).schema(&schema).connect(),
-    )
-    .await
-    .expect("connects in time")
-    .expect("a table from the previous version opens");
-    new_id(
-        &store,
-        NewDelivery {
-            account: Some("acme".to_owned()),
-            ..delivery("after-the-upgrade", None)
-        },
-    )
-    .await;
-    let claimed = store.claim(at(1), LEASE, 10, false).await.unwrap();
-    let accounts: Vec<(&str, Option<&str>)> = claimed
-        .iter()
-        .map(|job| (job.key.as_str(), job.account.as_deref()))
-        .collect();
-    assert_eq!(
-        accounts,
-        [
-            ("before-the-upgrade", None),
-            ("after-the-upgrade", Some("acme"))
-        ],
-        "the old row is kept without an account, the new one has its own"
-    );
-    // A second store on the upgraded table leaves it as it is.
-    let again = PostgresStore::builder(&url)
-        .schema(&schema)
-        .connect()
+        let store = tokio::time::timeout(
+            Duration::from_secs(10),
+            PostgresStore::builder(&url).schema(&schema).connect(),
+        )
         .await
-        .expect("an upgraded table opens again");
-    assert_eq!(again.list(JobFilter::default()).await.unwrap().len(), 2);
+        .expect("connects in time")
+        .expect("a table from the previous version opens");
+        new_id(
+            &store,
+            NewDelivery {
+                account: Some("acme".to_owned()),
+                ..delivery("after-the-upgrade", None)
+            },
+        )
+        .await;
+        let claimed = store.claim(at(1), LEASE, 10, false).await.unwrap();
+        let accounts: Vec<(&str, Option<&str>)> = claimed
+            .iter()
+            .map(|job| (job.key.as_str(), job.account.as_deref()))
+            .collect();
+        assert_eq!(
+            accounts,
+            [
+                ("before-the-upgrade", None),
+                ("after-the-upgrade", Some("acme"))
+            ],
+            "the old row is kept without an account, the new one has its own"
+        );
+        // A second store on the upgraded table leaves it as it is.
+        let again = PostgresStore::builder(&url)
+            .schema(&schema)
+            .connect()
+            .await
+            .expect("an upgraded table opens again");
+        assert_eq!(again.list(JobFilter::default()).await.unwrap().len(), 2);
+    })
+    .await
+    .expect("the upgrade steps answer in time");
 }
