@@ -108,7 +108,7 @@ const SCHEMA_LOCK: i64 = 0x0061_6973_6f75_6c65;
 /// The columns a [`JobRecord`] is read from, in the order `record` reads them.
 const RECORD_COLUMNS: &str = "id, key, state, attempts, last_error, quarantine_reason, body, \
      headers, secret_label, conversation, received_at, next_run_at, \
-     lease_until, finished_at";
+     lease_until, finished_at, account";
 
 /// An inbox store in a PostgreSQL table, shared by every replica that connects to it.
 ///
@@ -387,7 +387,8 @@ async fn create_table(
                 attempts INT NOT NULL DEFAULT 0,
                 fence BIGINT NOT NULL DEFAULT 0,
                 last_error TEXT,
-                quarantine_reason TEXT
+                quarantine_reason TEXT,
+                account TEXT
             )"
         ),
         format!(
@@ -416,6 +417,23 @@ async fn create_table(
             .execute(&mut *tx)
             .await?;
     }
+    // A table created before the inbox kept accounts gets the column. Looked up first, because
+    // `ALTER TABLE` needs the table's owner even when the column exists, and a user who only
+    // reads and writes rows must still be able to open an upgraded table.
+    let has_account: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute \
+         WHERE attrelid = $1::regclass AND attname = 'account' AND NOT attisdropped)",
+    )
+    .bind(table)
+    .fetch_one(&mut *tx)
+    .await?;
+    if !has_account {
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS account TEXT"
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await
 }
 
@@ -441,11 +459,11 @@ impl Statements {
         Self {
             insert: format!(
                 "INSERT INTO {t} (key, state, body, headers, secret_label, conversation, \
-                 received_at, next_run_at, quarantine_reason)
+                 received_at, next_run_at, quarantine_reason, account)
                  SELECT k, CASE WHEN q IS NULL THEN 'pending' ELSE 'quarantined' END, b, \
-                 h, s, c, r, r, q
+                 h, s, c, r, r, q, a
                  FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[], \
-                 $6::int8[], $7::text[]) WITH ORDINALITY AS u(k, b, h, s, c, r, q, n)
+                 $6::int8[], $7::text[], $8::text[]) WITH ORDINALITY AS u(k, b, h, s, c, r, q, a, n)
                  ORDER BY n
                  ON CONFLICT (key) DO NOTHING
                  RETURNING id, key"
@@ -472,7 +490,8 @@ impl Statements {
                  UPDATE {t} t SET state = 'running', fence = t.fence + 1, \
                  attempts = t.attempts + 1, lease_until = $2
                  FROM picked WHERE t.id = picked.id
-                 RETURNING t.id, t.key, t.body, t.secret_label, t.received_at, t.attempts, t.fence",
+                 RETURNING t.id, t.key, t.body, t.secret_label, t.received_at, t.attempts, t.fence, \
+                 t.account",
                 in_turn = format!(
                     "(NOT $4 OR j.conversation IS NULL OR NOT EXISTS (
                          SELECT 1 FROM {t} e
@@ -627,6 +646,7 @@ fn refuse_unstorable(batch: &mut Vec<PendingInsert>) {
             ("secret label", Some(d.secret_label.as_str())),
             ("conversation", d.conversation.as_deref()),
             ("quarantine reason", d.quarantine.as_deref()),
+            ("account", d.account.as_deref()),
         ]
         .into_iter()
         .find_map(|(field, text)| text.is_some_and(|t| t.contains('\0')).then_some(field));
@@ -674,7 +694,8 @@ async fn write_batch(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let (mut conversations, mut received, mut quarantines) = (
+    let (mut conversations, mut received, mut quarantines, mut accounts) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -692,6 +713,7 @@ async fn write_batch(
         conversations.push(d.conversation.as_deref());
         received.push(to_millis(d.received_at));
         quarantines.push(d.quarantine.as_deref());
+        accounts.push(d.account.as_deref());
     }
     let rows = query(&sql.insert)
         .bind(&keys)
@@ -701,6 +723,7 @@ async fn write_batch(
         .bind(&conversations)
         .bind(&received)
         .bind(&quarantines)
+        .bind(&accounts)
         .fetch_all(pool)
         .await?;
     let mut created: HashMap<String, i64> = HashMap::with_capacity(rows.len());
@@ -742,6 +765,7 @@ fn claimed(row: &PgRow) -> Result<ClaimedJob, sqlx::Error> {
         received_at: from_millis(row.try_get("received_at")?),
         attempt: attempts(row)?,
         fence: Fence(row.try_get("fence")?),
+        account: row.try_get("account")?,
     })
 }
 
@@ -765,6 +789,7 @@ fn record(row: &PgRow) -> Result<JobRecord, sqlx::Error> {
         })?,
         secret_label: row.try_get("secret_label")?,
         conversation: row.try_get("conversation")?,
+        account: row.try_get("account")?,
         received_at: from_millis(row.try_get("received_at")?),
         next_run_at: from_millis(row.try_get("next_run_at")?),
         lease_until: row

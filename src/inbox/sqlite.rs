@@ -35,6 +35,7 @@
 //!     received_at: now,
 //!     conversation: Some("+919800000001".to_owned()),
 //!     quarantine: None,
+//!     account: None,
 //! };
 //! // Answered once committed: the request path may now answer 200.
 //! let Inserted::New(id) = store.insert(delivery.clone()).await? else { unreachable!() };
@@ -118,7 +119,8 @@ CREATE TABLE IF NOT EXISTS aisoule_inbox (
     received_at       INTEGER NOT NULL,
     next_run_at       INTEGER NOT NULL,
     lease_until       INTEGER,
-    finished_at       INTEGER
+    finished_at       INTEGER,
+    account           TEXT
 );
 CREATE INDEX IF NOT EXISTS aisoule_inbox_pending
     ON aisoule_inbox (next_run_at, id) WHERE state = 'pending';
@@ -133,7 +135,8 @@ CREATE INDEX IF NOT EXISTS aisoule_inbox_state
 ";
 
 const RECORD_COLUMNS: &str = "id, key, state, attempts, last_error, quarantine_reason, body, \
-     headers, secret_label, conversation, received_at, next_run_at, lease_until, finished_at";
+     headers, secret_label, conversation, received_at, next_run_at, lease_until, finished_at, \
+     account";
 
 /// How hard SQLite works to make a commit survive a power loss; see the
 /// [module documentation](self) for what each level survives.
@@ -381,7 +384,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, InboxError> {
     let opening = |e| InboxError::store("open the inbox file", e);
-    let conn = Connection::open(path).map_err(opening)?;
+    let mut conn = Connection::open(path).map_err(opening)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(opening)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -405,7 +408,25 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection, 
     }
     conn.execute_batch(SCHEMA)
         .map_err(|e| InboxError::store("create the inbox table", e))?;
+    add_account_column(&mut conn)
+        .map_err(|e| InboxError::store("add the account column to the inbox table", e))?;
     Ok(conn)
+}
+
+/// Upgrades a table created before the inbox kept accounts. SQLite has no
+/// `ADD COLUMN IF NOT EXISTS`, so the column is looked up first, under a write lock so that
+/// two processes opening the same old file do not both add it.
+fn add_account_column(conn: &mut Connection) -> rusqlite::Result<()> {
+    let upgrade = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let has_account: bool = upgrade.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('aisoule_inbox') WHERE name = 'account')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_account {
+        upgrade.execute_batch("ALTER TABLE aisoule_inbox ADD COLUMN account TEXT")?;
+    }
+    upgrade.commit()
 }
 
 /// The reader connection: opened after the writer has set WAL mode and created the table,
@@ -712,7 +733,8 @@ fn insert(conn: &Connection, delivery: &NewDelivery) -> rusqlite::Result<Inserte
     let received_at = to_millis(delivery.received_at);
     let mut stmt = conn.prepare_cached(
         "INSERT INTO aisoule_inbox (key, state, quarantine_reason, body, headers, secret_label, \
-         conversation, received_at, next_run_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) \
+         conversation, received_at, next_run_at, account) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) \
          ON CONFLICT (key) DO NOTHING RETURNING id",
     )?;
     let id: Option<i64> = stmt
@@ -726,6 +748,7 @@ fn insert(conn: &Connection, delivery: &NewDelivery) -> rusqlite::Result<Inserte
                 delivery.secret_label,
                 delivery.conversation,
                 received_at,
+                delivery.account,
             ],
             |row| row.get(0),
         )
@@ -760,7 +783,7 @@ const CLAIM_SQL: &str = concat!(
     " UNION ALL ",
     claimable!("running", "j.lease_until < ?1"),
     ") ORDER BY id LIMIT ?3) \
-     RETURNING id, key, body, secret_label, received_at, attempts, fence"
+     RETURNING id, key, body, secret_label, received_at, attempts, fence, account"
 );
 
 fn claim(
@@ -797,6 +820,7 @@ fn claim(
                 received_at: from_millis(row.get(4)?),
                 attempt: u32::try_from(row.get::<_, i64>(5)?).unwrap_or(u32::MAX),
                 fence: Fence(row.get(6)?),
+                account: row.get(7)?,
             })
         },
     )?;
@@ -920,6 +944,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         headers,
         secret_label: row.get(8)?,
         conversation: row.get(9)?,
+        account: row.get(14)?,
         received_at: from_millis(row.get(10)?),
         next_run_at: from_millis(row.get(11)?),
         lease_until: row.get::<_, Option<i64>>(12)?.map(from_millis),

@@ -118,6 +118,11 @@ pub struct NewDelivery {
     pub conversation: Option<String>,
     /// `Some(why)` stores the row [`Quarantined`](JobState::Quarantined) instead of pending.
     pub quarantine: Option<String>,
+    /// The account it was received for, on a receiver for many accounts
+    /// ([`Receiver::for_accounts`](crate::Receiver::for_accounts)), so that the workers can
+    /// hand it back on [`VerifiedEvent::account`](crate::VerifiedEvent::account); `None` on a
+    /// receiver for one account.
+    pub account: Option<String>,
 }
 
 /// What an insert did.
@@ -148,6 +153,8 @@ pub struct ClaimedJob {
     pub attempt: u32,
     /// This claim's fence.
     pub fence: Fence,
+    /// The account it was received for, as inserted.
+    pub account: Option<String>,
 }
 
 /// Everything kept about a row, for operators.
@@ -173,6 +180,8 @@ pub struct JobRecord {
     pub secret_label: String,
     /// Its conversation, if any.
     pub conversation: Option<String>,
+    /// The account it was received for, on a receiver for many accounts.
+    pub account: Option<String>,
     /// When it was received.
     pub received_at: SystemTime,
     /// When a pending row may next be claimed.

@@ -348,6 +348,7 @@ async fn run_job(
         "aisoule_inbox_job",
         job = claimed.id.0,
         attempt = claimed.attempt,
+        account = claimed.account.as_deref(),
         kind = tracing::field::Empty,
         message_id = tracing::field::Empty,
         outcome = tracing::field::Empty,
@@ -361,6 +362,7 @@ async fn run_job(
             received_at,
             attempt,
             fence,
+            account,
         } = claimed;
         let event = match Event::parse_bytes(body) {
             Ok(event) => event,
@@ -384,7 +386,7 @@ async fn run_job(
             span.record("message_id", message_id);
         }
         let job = Job {
-            event: VerifiedEvent::new(Arc::new(event), secret_label.into()),
+            event: VerifiedEvent::new(Arc::new(event), secret_label.into(), account.map(Arc::from)),
             id,
             attempt,
             idempotency_key: key.into(),

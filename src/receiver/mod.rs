@@ -70,11 +70,15 @@ pub struct VerifiedEvent {
 }
 
 impl VerifiedEvent {
-    pub(crate) fn new(event: Arc<Event>, secret_label: Arc<str>) -> Self {
+    pub(crate) fn new(
+        event: Arc<Event>,
+        secret_label: Arc<str>,
+        account: Option<Arc<str>>,
+    ) -> Self {
         Self {
             event,
             secret_label,
-            account: None,
+            account,
         }
     }
 
@@ -778,6 +782,7 @@ impl Receiver {
                 .customer()
                 .map(|number| number.e164().unwrap_or(number.as_sent()).to_owned()),
             quarantine,
+            account: account.map(str::to_owned),
             body: event.raw().clone(),
         };
         match inbox.insert(delivery).await? {

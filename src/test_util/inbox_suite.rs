@@ -110,6 +110,7 @@ pub async fn run_all(backend: &impl InboxUnderTest) {
     stats_count_every_state(backend).await;
     backlog_counts_every_state_but_done(backend).await;
     list_filters_and_pages(backend).await;
+    the_account_comes_back_with_its_row(backend).await;
 }
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -141,6 +142,7 @@ fn delivery(key: &str) -> NewDelivery {
         received_at: t0(),
         conversation: None,
         quarantine: None,
+        account: None,
     }
 }
 
@@ -263,6 +265,7 @@ pub async fn insert_then_duplicate(backend: &impl InboxUnderTest) {
         received_at: at_ms(123),
         conversation: Some("+919800000001".to_owned()),
         quarantine: None,
+        account: None,
     };
     let first = insert_new(store, original.clone()).await;
     insert_expecting_duplicate(
@@ -1174,5 +1177,58 @@ pub async fn list_filters_and_pages(backend: &impl InboxUnderTest) {
         store.get(JobId(i64::MAX)).await.expect("get answers"),
         None,
         "get of a missing id is None"
+    );
+}
+
+/// A delivery stored with an account (a receiver for many accounts) gets it back on its claim,
+/// its record and a listing; one stored without stays without, rather than taking another
+/// row's.
+pub async fn the_account_comes_back_with_its_row(backend: &impl InboxUnderTest) {
+    let store = backend.fresh().await;
+    let store = &*store;
+    let with_account = insert_new(
+        store,
+        NewDelivery {
+            account: Some("acme".to_owned()),
+            ..delivery("account:acme")
+        },
+    )
+    .await;
+    let without_account = insert_new(store, delivery("account:none")).await;
+
+    let claimed = claim_one(store, at_s(1), with_account).await;
+    assert_eq!(
+        claimed.account.as_deref(),
+        Some("acme"),
+        "the claimed job must carry the account it was stored with"
+    );
+    let claimed = claim_one(store, at_s(1), without_account).await;
+    assert_eq!(
+        claimed.account, None,
+        "a job stored without an account must be claimed without one"
+    );
+
+    assert_eq!(
+        get(store, with_account).await.account.as_deref(),
+        Some("acme"),
+        "the record must show the account"
+    );
+    assert_eq!(
+        get(store, without_account).await.account,
+        None,
+        "a record stored without an account must show none"
+    );
+    let accounts: Vec<(JobId, Option<String>)> = list(store, JobFilter::default())
+        .await
+        .into_iter()
+        .map(|record| (record.id, record.account))
+        .collect();
+    assert_eq!(
+        accounts,
+        [
+            (with_account, Some("acme".to_owned())),
+            (without_account, None)
+        ],
+        "a listing must show each row's own account"
     );
 }

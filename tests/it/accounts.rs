@@ -600,6 +600,60 @@ async fn the_inbox_keeps_each_accounts_key_apart() {
     );
 }
 
+/// In inbox mode the account a delivery was received under (`/webhooks/aisoule/acme`) is
+/// stored with it, and the workers' handler gets it back on the event: a handler for many
+/// accounts knows whose event it runs.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_see_the_account_a_delivery_was_received_under() {
+    use aisoule_webhooks::inbox::sqlite::SqliteStore;
+    use aisoule_webhooks::inbox::{Inbox, Job};
+
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::builder(SqliteStore::open(dir.path().join("inbox.sqlite3")).unwrap())
+        .poll_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let receiver = Receiver::for_accounts(TestResolver::with_two_accounts())
+        .clock(Arc::new(ManualClock::new(test_now())))
+        .inbox(inbox.clone())
+        .build()
+        .unwrap();
+    let route_handler_ran = Seen::default();
+    let addr = Axum::start(receiver, route_handler_ran.clone(), CapturedLogs::default()).await;
+    let (ran, mut runs) = tokio::sync::mpsc::unbounded_channel();
+    let workers = inbox.start(move |job: Job| {
+        let ran = ran.clone();
+        async move {
+            let event = job.event();
+            let _ = ran.send((
+                event.account().map(str::to_owned),
+                event.message_id().map(str::to_owned),
+            ));
+            Ok::<_, std::io::Error>(())
+        }
+    });
+
+    let answered = send(addr, "acme", &message(ACME, "for-the-workers")).await;
+    assert_eq!(answered.status, 200, "{answered:?}");
+    let run = tokio::time::timeout(ANSWER_TIMEOUT, runs.recv())
+        .await
+        .expect("the workers run the stored job in time")
+        .expect("the handler reports its run");
+    assert_eq!(
+        run,
+        (Some("acme".to_owned()), Some("for-the-workers".to_owned())),
+        "the workers' event must carry the account of the route it came in on"
+    );
+    assert!(
+        route_handler_ran.lock().unwrap().is_empty(),
+        "in inbox mode the route's own handler never runs"
+    );
+    tokio::time::timeout(ANSWER_TIMEOUT, workers.shutdown(Duration::from_secs(1)))
+        .await
+        .expect("the workers stop in time");
+}
+
 /// Deliveries for an account that is not cached wait for one lookup together, instead of
 /// each sending its own query to the database.
 #[tokio::test(start_paused = true)]

@@ -104,6 +104,7 @@ fn delivery(clock: &TokioClock, id: &str, ago: Duration) -> NewDelivery {
         received_at: clock.now() - ago,
         conversation: None,
         quarantine: None,
+        account: None,
     }
 }
 

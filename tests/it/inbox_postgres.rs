@@ -36,6 +36,7 @@ fn delivery(key: &str, conversation: Option<&str>) -> NewDelivery {
         received_at: t0(),
         conversation: conversation.map(str::to_owned),
         quarantine: None,
+        account: None,
     }
 }
 
@@ -656,4 +657,85 @@ mod suite {
         };
         inbox_suite::run_all(&backend).await;
     }
+}
+
+/// The table as the store created it before it kept accounts, in schema `{schema}`, with one
+/// row in it.
+const TABLE_BEFORE_ACCOUNTS: &str = "
+CREATE SCHEMA {schema};
+CREATE TABLE {schema}.aisoule_inbox (
+    id BIGSERIAL PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    headers TEXT NOT NULL,
+    secret_label TEXT NOT NULL,
+    conversation TEXT,
+    received_at BIGINT NOT NULL,
+    next_run_at BIGINT NOT NULL,
+    lease_until BIGINT,
+    finished_at BIGINT,
+    attempts INT NOT NULL DEFAULT 0,
+    fence BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT,
+    quarantine_reason TEXT
+);
+INSERT INTO {schema}.aisoule_inbox (key, state, body, headers, secret_label, received_at, next_run_at)
+    VALUES ('before-the-upgrade', 'pending', '\\x7b7d', '[]', 'test', 1780000000000, 1780000000000);
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_from_before_accounts_gets_the_column_and_keeps_its_rows() {
+    let Some(server) = PostgresServer::shared() else {
+        return;
+    };
+    // Every step talks to the server: one deadline for all of them.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let url = server.url();
+        let schema = unique_schema("Upgrade");
+        let old = TABLE_BEFORE_ACCOUNTS.replace("{schema}", &format!("\"{schema}\""));
+        let pool = sqlx::PgPool::connect(&url).await.expect("connects");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(old))
+            .execute(&pool)
+            .await
+            .expect("the old table is created");
+
+        let store = tokio::time::timeout(
+            Duration::from_secs(10),
+            PostgresStore::builder(&url).schema(&schema).connect(),
+        )
+        .await
+        .expect("connects in time")
+        .expect("a table from the previous version opens");
+        new_id(
+            &store,
+            NewDelivery {
+                account: Some("acme".to_owned()),
+                ..delivery("after-the-upgrade", None)
+            },
+        )
+        .await;
+        let claimed = store.claim(at(1), LEASE, 10, false).await.unwrap();
+        let accounts: Vec<(&str, Option<&str>)> = claimed
+            .iter()
+            .map(|job| (job.key.as_str(), job.account.as_deref()))
+            .collect();
+        assert_eq!(
+            accounts,
+            [
+                ("before-the-upgrade", None),
+                ("after-the-upgrade", Some("acme"))
+            ],
+            "the old row is kept without an account, the new one has its own"
+        );
+        // A second store on the upgraded table leaves it as it is.
+        let again = PostgresStore::builder(&url)
+            .schema(&schema)
+            .connect()
+            .await
+            .expect("an upgraded table opens again");
+        assert_eq!(again.list(JobFilter::default()).await.unwrap().len(), 2);
+    })
+    .await
+    .expect("the upgrade steps answer in time");
 }

@@ -73,6 +73,7 @@ fn delivery(key: &str, body: Bytes) -> NewDelivery {
         received_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000),
         conversation: None,
         quarantine: None,
+        account: None,
     }
 }
 
@@ -423,4 +424,90 @@ async fn throughput() {
         f64::from(inserts) / elapsed.as_secs_f64(),
         store.commits()
     );
+}
+
+/// The table as the inbox created it before it kept accounts, with its indexes.
+const SCHEMA_BEFORE_ACCOUNTS: &str = "
+CREATE TABLE aisoule_inbox (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    key               TEXT    NOT NULL UNIQUE,
+    state             TEXT    NOT NULL,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    fence             INTEGER NOT NULL DEFAULT 0,
+    last_error        TEXT,
+    quarantine_reason TEXT,
+    body              BLOB    NOT NULL,
+    headers           TEXT    NOT NULL,
+    secret_label      TEXT    NOT NULL,
+    conversation      TEXT,
+    received_at       INTEGER NOT NULL,
+    next_run_at       INTEGER NOT NULL,
+    lease_until       INTEGER,
+    finished_at       INTEGER
+);
+CREATE INDEX aisoule_inbox_pending ON aisoule_inbox (next_run_at, id) WHERE state = 'pending';
+CREATE INDEX aisoule_inbox_running ON aisoule_inbox (lease_until, id) WHERE state = 'running';
+CREATE INDEX aisoule_inbox_done ON aisoule_inbox (finished_at, id) WHERE state = 'done';
+CREATE INDEX aisoule_inbox_unfinished_conversation
+    ON aisoule_inbox (conversation, id) WHERE state IN ('pending', 'running');
+CREATE INDEX aisoule_inbox_state ON aisoule_inbox (state, id);
+INSERT INTO aisoule_inbox (key, state, body, headers, secret_label, received_at, next_run_at)
+    VALUES ('before-the-upgrade', 'pending', X'7B7D', '[]', 'test', 1780000000000, 1780000000000);
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_from_before_accounts_gets_the_column_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite3");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(SCHEMA_BEFORE_ACCOUNTS)
+        .unwrap();
+
+    let store = SqliteStore::open(&path).expect("a file from the previous version opens");
+    let inserted = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.insert(NewDelivery {
+            account: Some("acme".to_owned()),
+            ..delivery("after-the-upgrade", Bytes::from_static(b"{}"))
+        }),
+    )
+    .await
+    .expect("the insert answers")
+    .expect("the upgraded table takes a row with an account");
+    assert!(matches!(inserted, Inserted::New(_)), "got {inserted:?}");
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.claim(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_001),
+            Duration::from_secs(30),
+            10,
+            false,
+        ),
+    )
+    .await
+    .expect("the claim answers")
+    .expect("the upgraded table is claimed from");
+    let accounts: Vec<(&str, Option<&str>)> = claimed
+        .iter()
+        .map(|job| (job.key.as_str(), job.account.as_deref()))
+        .collect();
+    assert_eq!(
+        accounts,
+        [
+            ("before-the-upgrade", None),
+            ("after-the-upgrade", Some("acme"))
+        ],
+        "the old row is kept without an account, the new one has its own"
+    );
+    drop(store);
+
+    // Opened again, the upgraded file is left as it is.
+    let store = SqliteStore::open(&path).expect("an upgraded file opens again");
+    let listed = tokio::time::timeout(Duration::from_secs(10), store.list(JobFilter::default()))
+        .await
+        .expect("the listing answers")
+        .unwrap();
+    assert_eq!(listed.len(), 2, "reopening keeps both rows");
+    assert_eq!(listed[1].account.as_deref(), Some("acme"));
 }

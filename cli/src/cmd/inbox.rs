@@ -156,13 +156,19 @@ pub(crate) async fn run(args: InboxArgs, json_output: bool) -> Result<(), CliErr
                         .as_deref()
                         .or(row.last_error.as_deref())
                         .unwrap_or("");
+                    // Only receivers for many accounts store one; the others' lines stay as
+                    // they were.
+                    let account = row
+                        .account
+                        .as_deref()
+                        .map(|account| format!("account {account}  "))
+                        .unwrap_or_default();
                     println!(
-                        "{:>6}  {:<11}  {:>2} attempt(s)  {}  {}",
+                        "{:>6}  {:<11}  {:>2} attempt(s)  {}  {account}{why}",
                         row.id.0,
                         row.state.as_str(),
                         row.attempts,
                         rfc3339(row.received_at),
-                        why
                     );
                 }
             }
@@ -308,6 +314,9 @@ fn row_json(row: &JobRecord, with_body: bool) -> Value {
         "next_run_at": rfc3339(row.next_run_at),
         "finished_at": row.finished_at.map(rfc3339),
     });
+    if let Some(account) = &row.account {
+        value["account"] = json!(account);
+    }
     if let Ok(event) = aisoule_webhooks::Event::parse(&row.body) {
         value["event"] = json!(event.kind().as_str());
         if let Some(id) = event.message_id() {

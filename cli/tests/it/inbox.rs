@@ -19,6 +19,7 @@ fn delivery(key: &str, quarantine: Option<&str>) -> NewDelivery {
         received_at: SystemTime::now(),
         conversation: None,
         quarantine: quarantine.map(str::to_owned),
+        account: None,
     }
 }
 
