@@ -591,3 +591,49 @@ async fn fresh_settlement(
         other => panic!("a fresh delivery: {other:?}"),
     }
 }
+
+// --- src/receiver/mod.rs: what the inbox does with an unreadable timestamp ---
+
+/// In inbox mode, a delivery whose timestamp cannot be read is stored quarantined, even on a
+/// receiver that accepts such timestamps inline: its freshness cannot be checked, so it waits
+/// for a person ([`aisoule_webhooks::inbox::Inbox::replay`]) instead of running.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn an_unreadable_timestamp_is_stored_quarantined_by_the_inbox() {
+    use aisoule_webhooks::Admission;
+    use aisoule_webhooks::event::EventKind;
+    use aisoule_webhooks::inbox::sqlite::SqliteStore;
+    use aisoule_webhooks::inbox::{Inbox, JobState};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("inbox.db")).expect("a new SQLite inbox");
+    let inbox = Inbox::builder(store).build().unwrap();
+    let receiver = Receiver::builder(test_verifier())
+        .inbox(inbox.clone())
+        .build()
+        .unwrap();
+    let unreadable = Delivery::sample(EventKind::MessageIncoming, Dialect::Help)
+        .message_id("inbox-yesterday-1")
+        .set("/timestamp", "yesterday")
+        .build();
+    let admission = tokio::time::timeout(ANSWER_TIMEOUT, admit_once(&receiver, &unreadable))
+        .await
+        .expect("the inbox answers in time");
+    assert!(
+        matches!(&admission, Ok(Admission::Quarantined(_))),
+        "{admission:?}"
+    );
+    let quarantined = tokio::time::timeout(ANSWER_TIMEOUT, inbox.quarantined())
+        .await
+        .expect("the inbox answers in time")
+        .unwrap();
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!(quarantined[0].state, JobState::Quarantined);
+    assert!(
+        quarantined[0]
+            .quarantine_reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("timestamp is unreadable")),
+        "{quarantined:?}"
+    );
+}
