@@ -637,3 +637,61 @@ async fn an_unreadable_timestamp_is_stored_quarantined_by_the_inbox() {
         "{quarantined:?}"
     );
 }
+
+/// An inbox that cannot store a delivery answers 503, and the failure is counted as the
+/// inbox's store error (`aisoule_webhook_store_errors_total{store="inbox"}`), the metric an
+/// operator alerts on.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn an_inbox_that_cannot_store_counts_an_inbox_store_error() {
+    use aisoule_webhooks::event::EventKind;
+    use aisoule_webhooks::inbox::Inbox;
+    use aisoule_webhooks::inbox::sqlite::SqliteStore;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    let store = SqliteStore::open(&path).expect("a new SQLite inbox");
+    // Another connection makes every insert fail, as a full disk or a broken schema would.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON aisoule_inbox \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let inbox = Inbox::builder(store).build().unwrap();
+    let receiver = Receiver::builder(test_verifier())
+        .inbox(inbox)
+        .build()
+        .unwrap();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let delivery = Delivery::sample(EventKind::MessageIncoming, Dialect::Help).build();
+    let admission = tokio::time::timeout(ANSWER_TIMEOUT, admit_once(&receiver, &delivery))
+        .await
+        .expect("the inbox answers in time");
+    let rejection = admission.expect_err("an insert that fails is not admitted");
+    assert_eq!(
+        aisoule_webhooks::Answer::from(&rejection).status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let inbox_errors: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| {
+            key.key().name() == "aisoule_webhook_store_errors_total"
+                && key
+                    .key()
+                    .labels()
+                    .any(|label| label.key() == "store" && label.value() == "inbox")
+        })
+        .map(|(.., value)| match value {
+            DebugValue::Counter(count) => count,
+            other => panic!("not a counter: {other:?}"),
+        })
+        .sum();
+    assert_eq!(inbox_errors, 1);
+}
