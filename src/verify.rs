@@ -19,8 +19,10 @@ use crate::error::VerifyError;
 use crate::secret::WebhookSecret;
 
 mod diagnose;
+mod sign;
 
 pub use diagnose::{JsonForm, SignatureDiagnosis};
+pub use sign::{Signature, sign};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -38,67 +40,10 @@ const TAG_LEN: usize = 32;
 const PREFIX: &[u8] = b"sha256=";
 const DOCS_PLACEHOLDER: &[u8] = b"MOCK_SIGNATURE";
 
-/// An HMAC-SHA256 signature of a body, as AISoule computes it.
-///
-/// Made by [`sign`]; gives the header value in both of the forms the platform uses.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Signature([u8; TAG_LEN]);
-
-impl Signature {
-    /// The 64 lowercase hex digits, as sent in `X-Webhook-Signature`.
-    pub fn to_hex(&self) -> String {
-        const_hex::encode(self.0)
-    }
-
-    /// `sha256=` followed by the 64 hex digits, as sent in `X-AISoule-Signature`.
-    pub fn to_prefixed(&self) -> String {
-        format!("sha256={}", self.to_hex())
-    }
-
-    /// The 32 raw tag bytes.
-    pub fn as_bytes(&self) -> &[u8; TAG_LEN] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Signature {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Enough to tell two signatures apart in a test failure, not enough to replay one.
-        write!(f, "Signature({}…)", &self.to_hex()[..8])
-    }
-}
-
-/// Signs `body` the way AISoule does.
-///
-/// Use it in tests and in local tools that play the platform's part.
-///
-/// ```
-/// use aisoule_webhooks::{sign, Verifier, WebhookSecret};
-///
-/// let secret = WebhookSecret::new("whsec_test")?;
-/// let body = br#"{"event":"message.incoming","data":{"message_id":"wamid.1"}}"#;
-/// let signature = sign(&secret, body);
-/// assert_eq!(signature.to_prefixed(), format!("sha256={}", signature.to_hex()));
-///
-/// let verifier = Verifier::new(secret);
-/// assert!(verifier.verify_value(signature.to_hex().as_bytes(), body).is_ok());
-/// # Ok::<(), aisoule_webhooks::SecretError>(())
-/// ```
-pub fn sign(secret: &WebhookSecret, body: &[u8]) -> Signature {
-    let mac = keyed_mac(secret);
-    Signature(tag(&mac, body))
-}
-
 fn keyed_mac(secret: &WebhookSecret) -> HmacSha256 {
     // HMAC accepts keys of any length (long keys are hashed first), so this cannot fail.
     <HmacSha256 as KeyInit>::new_from_slice(secret.expose_bytes())
         .expect("HMAC-SHA256 accepts keys of any length")
-}
-
-fn tag(keyed: &HmacSha256, body: &[u8]) -> [u8; TAG_LEN] {
-    let mut mac = keyed.clone();
-    mac.update(body);
-    mac.finalize().into_bytes().into()
 }
 
 /// Whether `digest` is `body`'s tag under `keyed`. The MAC library compares them itself, in

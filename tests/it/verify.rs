@@ -506,6 +506,22 @@ fn a_prefix_other_than_sha256_is_refused_even_with_the_right_digest() {
 /// `Signature::as_bytes` is the raw tag the hex forms spell: 32 bytes, the same as decoding
 /// `to_hex()`, and the same as the HMAC computed independently.
 #[test]
+fn signatures_are_equal_only_when_every_byte_is() {
+    // `Signature`'s `==` is hand-written (constant time, through `subtle`): it must still be
+    // equality, and a signature's hash must agree with it.
+    use std::collections::HashSet;
+    let body = body();
+    let same = (sign(&secret(SECRET), &body), sign(&secret(SECRET), &body));
+    assert_eq!(same.0, same.1);
+    let mut other_body = body.to_vec();
+    *other_body.last_mut().unwrap() ^= 1;
+    assert_ne!(same.0, sign(&secret(SECRET), &other_body));
+    assert_ne!(same.0, sign(&secret("whsec_another"), &body));
+    let set: HashSet<_> = [same.0, same.1, sign(&secret(SECRET), &other_body)].into();
+    assert_eq!(set.len(), 2);
+}
+
+#[test]
 fn a_signatures_bytes_are_the_tag_its_hex_spells() {
     let body = body();
     let signature = sign(&secret(SECRET), &body);
