@@ -258,6 +258,10 @@ impl Delivery {
             .body(http_body_util::Full::new(self.body.clone()))
             .expect("a valid request");
         *request.headers_mut() = self.headers();
+        // As any HTTP client sends a body of known length, the platform's included.
+        request
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, self.body.len().into());
         request
     }
 

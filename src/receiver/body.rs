@@ -5,8 +5,9 @@
 #![cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 
 use std::io::Read;
+use std::pin::pin;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use flate2::read::{GzDecoder, ZlibDecoder};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
@@ -99,15 +100,38 @@ where
     if declared_length.is_some_and(|declared| declared > limit as u64) {
         return Err(Rejection::PayloadTooLarge { limit });
     }
-    let raw = match Limited::new(body, limit).collect().await {
-        // A body that arrived in one chunk is kept as it is, without a copy.
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(Rejection::PayloadTooLarge { limit });
+    // Read frame by frame rather than with `collect`, which allocates a queue for the chunks
+    // on every delivery: a body that arrives in one chunk (nearly all of them) is kept as it
+    // is, without an allocation or a copy, and only a second chunk starts a buffer.
+    let mut body = pin!(Limited::new(body, limit));
+    let mut first = Bytes::new();
+    let mut joined = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(Rejection::PayloadTooLarge { limit });
+            }
+            Err(error) => return Err(Rejection::BodyUnreadable { source: error }),
+        };
+        // Trailers carry nothing the platform sends.
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let chunk = data.copy_to_bytes(data.remaining());
+        if first.is_empty() && joined.is_empty() {
+            first = chunk;
+        } else {
+            if joined.is_empty() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&chunk);
         }
-        Err(error) => {
-            return Err(Rejection::BodyUnreadable { source: error });
-        }
+    }
+    let raw = if joined.is_empty() {
+        first
+    } else {
+        Bytes::from(joined)
     };
     match encoding {
         ContentEncoding::Identity => Ok(raw),

@@ -170,6 +170,46 @@ async fn the_layer_works_with_oneshot_and_the_extractor_without_a_layer() {
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
 }
 
+#[tokio::test]
+async fn a_body_in_many_chunks_is_joined_in_order_and_verified() {
+    // A streamed body: an empty chunk, the signed bytes in three pieces, then trailers. The
+    // handler must see exactly the signed bytes, and they must verify.
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let app = Router::new()
+        .route("/webhook", post(|body: Bytes| async move { body }))
+        .layer(WebhookLayer::new(test_receiver()));
+    let delivery = message(Dialect::Developer, "chunked-1");
+    let (parts, body) = delivery.http_request("/webhook").into_parts();
+    let body = axum::body::to_bytes(axum::body::Body::new(body), usize::MAX)
+        .await
+        .unwrap();
+    let (a, rest) = body.split_at(7);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-trailer", http::HeaderValue::from_static("ignored"));
+    let frames = [
+        Frame::data(Bytes::new()),
+        Frame::data(Bytes::copy_from_slice(a)),
+        Frame::data(Bytes::copy_from_slice(b)),
+        Frame::data(Bytes::copy_from_slice(c)),
+        Frame::trailers(trailers),
+    ];
+    let stream = futures_util::stream::iter(frames.map(Ok::<_, std::convert::Infallible>));
+    let mut parts = parts;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    let request = http::Request::from_parts(parts, axum::body::Body::new(StreamBody::new(stream)));
+    let response = tokio::time::timeout(Duration::from_secs(10), app.oneshot(request))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(seen, body);
+}
+
 #[test]
 fn the_dedup_ttl_must_cover_the_replay_tolerance() {
     let short_ttl = Deduplicator::in_memory()
