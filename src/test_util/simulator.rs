@@ -100,6 +100,13 @@ impl PlatformRules {
         }
     }
 
+    /// The same rules with the timeout raised to `floor` if it is shorter: scaled-down rules
+    /// that still give an endpoint on a loaded machine, or across a network, time to answer.
+    pub fn with_timeout_at_least(mut self, floor: Duration) -> Self {
+        self.timeout = self.timeout.max(floor);
+        self
+    }
+
     /// How long after its first attempt the platform sends an event for the last time.
     pub fn horizon(&self) -> Duration {
         self.retries.iter().sum::<Duration>() + self.timeout * (self.retries.len() as u32 + 1)
