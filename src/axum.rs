@@ -219,8 +219,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let receiver = self.receiver.clone();
         let span = delivery_span();
+        // Split here, not in the future: a value the future captures keeps its place in it for
+        // the future's whole life, so a request split inside would be stored twice.
+        let (mut parts, body) = request.into_parts();
         let lifecycle = async move {
-            let (mut parts, body) = request.into_parts();
             let account = match receiver.account_parameter() {
                 Some(name) => path_account(&mut parts, name).await,
                 None => None,
