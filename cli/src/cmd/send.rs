@@ -12,14 +12,14 @@ use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// The shortest timeout `--time-scale` leaves an endpoint: the platform's 5 s divided by 200
-/// is 25 ms, which a loaded machine misses, so attempts would fail for the tool's reasons.
-const MIN_SCALED_TIMEOUT: Duration = Duration::from_secs(1);
-
 use super::{FormArg, HeaderArg, header_value};
 use crate::client::{Client, Url};
 use crate::error::CliError;
 use crate::input::{SecretArgs, read_file};
+
+/// The shortest timeout `--time-scale` leaves an endpoint: the platform's 5 s divided by 200
+/// is 25 ms, which a loaded machine misses, so attempts would fail for the tool's reasons.
+const MIN_SCALED_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Arguments of `send`.
 #[derive(Debug, Args)]
