@@ -3,6 +3,7 @@
 //! [`TokioClock`], so ten minutes of outage run in a moment.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -11,8 +12,9 @@ use aisoule_webhooks::clock::{Clock, TokioClock};
 use aisoule_webhooks::event::{Dialect, EventKind};
 use aisoule_webhooks::inbox::sqlite::SqliteStore;
 use aisoule_webhooks::inbox::{
-    ClaimedJob, Fence, Inbox, InboxBuilder, InboxFuture, InboxStats, InboxStore, Inserted, Job,
-    JobFilter, JobHandler, JobId, JobRecord, JobState, NewDelivery,
+    ClaimedJob, Fence, Inbox, InboxBacklog, InboxBuilder, InboxFuture, InboxStats, InboxStore,
+    Inserted, Job, JobFilter, JobHandler, JobId, JobRecord, JobState, NewDelivery, ShutdownReport,
+    Workers,
 };
 use aisoule_webhooks::test_util::{Delivery, test_verifier};
 use aisoule_webhooks::{ConfigError, Receiver, VerifiedEvent};
@@ -109,6 +111,17 @@ impl Handled {
     }
 }
 
+/// Shuts the workers down with `deadline`, and fails the test if that has not ended within a
+/// minute of (paused) time more: a regression that keeps them running fails, not hangs.
+pub(crate) async fn stop(workers: Workers, deadline: Duration) -> ShutdownReport {
+    tokio::time::timeout(
+        deadline + Duration::from_secs(60),
+        workers.shutdown(deadline),
+    )
+    .await
+    .expect("the workers stopped in time")
+}
+
 /// Waits (in paused time) until no job is pending or running, or panics after `limit`.
 async fn settle(inbox: &Inbox, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;
@@ -170,7 +183,7 @@ async fn an_outage_of_ten_minutes_loses_nothing_and_the_platform_sees_only_200s(
     assert!(*failures.lock().unwrap() >= 20);
     let stats = inbox.stats().await.unwrap();
     assert_eq!((stats.done, stats.dead), (20, 0), "{stats:?}");
-    let report = workers.shutdown(Duration::from_secs(1)).await;
+    let report = stop(workers, Duration::from_secs(1)).await;
     assert_eq!(report.released, 0);
 }
 
@@ -210,7 +223,7 @@ async fn an_eight_second_handler_never_costs_a_non_200_and_runs_once() {
     assert_eq!(send(&app, &delivery).await.0, StatusCode::OK);
     settle(&inbox, Duration::from_secs(60)).await;
     assert_eq!(handled.runs("slow-1"), vec![1]);
-    workers.shutdown(Duration::from_secs(1)).await;
+    stop(workers, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -253,7 +266,7 @@ async fn a_stale_event_is_quarantined_listed_not_run_and_runs_once_released() {
     settle(&inbox, Duration::from_secs(60)).await;
     assert_eq!(handled.runs("backlog-1"), vec![1]);
     assert!(inbox.quarantined().await.unwrap().is_empty());
-    workers.shutdown(Duration::from_secs(1)).await;
+    stop(workers, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,7 +316,7 @@ async fn failures_and_panics_retry_then_dead_letter_with_the_last_error_and_repl
     assert!(inbox.replay(dead[0].id).await.unwrap());
     settle(&inbox, Duration::from_secs(60)).await;
     assert_eq!(handled.runs("dead-1"), vec![1, 1]);
-    workers.shutdown(Duration::from_secs(1)).await;
+    stop(workers, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -333,7 +346,7 @@ async fn a_panic_is_recorded_with_its_message_and_a_timeout_cancels_the_attempt(
         "{errors:?}"
     );
     assert!(errors[1].contains("timed out after 3s"), "{errors:?}");
-    workers.shutdown(Duration::from_secs(1)).await;
+    stop(workers, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -363,7 +376,7 @@ async fn the_handler_written_for_inline_mode_runs_unchanged_in_the_workers() {
         dead[0].last_error.as_deref(),
         Some("the handler answered 503 Service Unavailable")
     );
-    workers.shutdown(Duration::from_secs(1)).await;
+    stop(workers, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -392,7 +405,7 @@ async fn shutdown_lets_running_jobs_finish_within_the_deadline_and_gives_back_th
     send(&app, &message("quick")).await;
     send(&app, &message("long")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let report = workers.shutdown(Duration::from_secs(10)).await;
+    let report = stop(workers, Duration::from_secs(10)).await;
     assert_eq!((report.finished, report.released), (1, 1));
     assert_eq!(handled.runs("quick"), vec![1]);
     let stats = inbox.stats().await.unwrap();
@@ -405,7 +418,7 @@ async fn shutdown_lets_running_jobs_finish_within_the_deadline_and_gives_back_th
     let workers = inbox.start(handler);
     settle(&inbox, Duration::from_secs(200)).await;
     assert_eq!(handled.runs("long"), vec![1]);
-    workers.shutdown(Duration::from_secs(1)).await;
+    stop(workers, Duration::from_secs(1)).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -434,7 +447,7 @@ async fn jobs_of_one_conversation_run_in_order_when_asked() {
     settle(&inbox, Duration::from_secs(60)).await;
     let expected: Vec<String> = (0..10).map(|i| format!("conv-{i}")).collect();
     assert_eq!(*order.lock().unwrap(), expected);
-    workers.shutdown(Duration::from_secs(1)).await;
+    stop(workers, Duration::from_secs(1)).await;
 }
 
 #[tokio::test]
@@ -462,18 +475,68 @@ async fn a_forged_signature_is_never_stored() {
 }
 
 /// A SQLite store whose first `complete` or first `fail` waits at a gate the test opens, so
-/// that a job's task can be held in the middle of recording its outcome.
+/// that a job's task can be held in the middle of recording its outcome; it keeps what the
+/// workers asked of it in [`StoreCalls`], for tests of how they use the store.
 #[derive(Debug)]
-struct GatedStore {
+pub(crate) struct GatedStore {
     inner: SqliteStore,
     complete: Gate,
     fail: Gate,
+    calls: Arc<StoreCalls>,
+}
+
+impl GatedStore {
+    /// A new SQLite file in `dir`, behind these gates; the calls it records are read from the
+    /// returned [`StoreCalls`].
+    pub(crate) fn open(
+        dir: &tempfile::TempDir,
+        complete: Gate,
+        fail: Gate,
+    ) -> (Self, Arc<StoreCalls>) {
+        let inner = SqliteStore::open(dir.path().join("inbox.db")).expect("a new SQLite inbox");
+        let calls = Arc::new(StoreCalls::default());
+        let store = Self {
+            inner,
+            complete,
+            fail,
+            calls: calls.clone(),
+        };
+        (store, calls)
+    }
+}
+
+/// What the workers asked a [`GatedStore`] for.
+#[derive(Debug, Default)]
+pub(crate) struct StoreCalls {
+    /// Each claim that answered: the most jobs it asked for, and how many it got.
+    claims: Mutex<Vec<(usize, usize)>>,
+    renewals: AtomicUsize,
+    backlogs: AtomicUsize,
+    /// Each failure written, in order: its job, and the wait the workers chose before its
+    /// next attempt (`retry_at - now`, zero if `retry_at` is not after `now`), or `None` for
+    /// a dead letter.
+    failures: Mutex<Vec<(JobId, Option<Duration>)>>,
+}
+
+impl StoreCalls {
+    pub(crate) fn claims(&self) -> Vec<(usize, usize)> {
+        self.claims.lock().unwrap().clone()
+    }
+    pub(crate) fn renewals(&self) -> usize {
+        self.renewals.load(Ordering::SeqCst)
+    }
+    pub(crate) fn backlogs(&self) -> usize {
+        self.backlogs.load(Ordering::SeqCst)
+    }
+    pub(crate) fn failures(&self) -> Vec<(JobId, Option<Duration>)> {
+        self.failures.lock().unwrap().clone()
+    }
 }
 
 /// One gate: the first call through it reports on `entered`, then waits for `open`; later
 /// calls pass. A gate never armed passes every call.
 #[derive(Debug, Default)]
-struct Gate(
+pub(crate) struct Gate(
     Mutex<
         Option<(
             tokio::sync::mpsc::UnboundedSender<()>,
@@ -518,9 +581,14 @@ impl InboxStore for GatedStore {
         limit: usize,
         ordered: bool,
     ) -> InboxFuture<'_, Vec<ClaimedJob>> {
-        self.inner.claim(now, lease, limit, ordered)
+        Box::pin(async move {
+            let jobs = self.inner.claim(now, lease, limit, ordered).await?;
+            self.calls.claims.lock().unwrap().push((limit, jobs.len()));
+            Ok(jobs)
+        })
     }
     fn renew(&self, id: JobId, fence: Fence, until: SystemTime) -> InboxFuture<'_, ()> {
+        self.calls.renewals.fetch_add(1, Ordering::SeqCst);
         self.inner.renew(id, fence, until)
     }
     /// Held at the gate before the row is written: the handler has succeeded, the job is
@@ -541,6 +609,8 @@ impl InboxStore for GatedStore {
         retry_at: Option<SystemTime>,
         now: SystemTime,
     ) -> InboxFuture<'a, ()> {
+        let wait = retry_at.map(|at| at.duration_since(now).unwrap_or_default());
+        self.calls.failures.lock().unwrap().push((id, wait));
         Box::pin(async move {
             let written = self.inner.fail(id, fence, error, retry_at, now).await;
             self.fail.pass().await;
@@ -565,56 +635,60 @@ impl InboxStore for GatedStore {
     fn stats(&self) -> InboxFuture<'_, InboxStats> {
         self.inner.stats()
     }
+    fn backlog(&self) -> InboxFuture<'_, InboxBacklog> {
+        self.calls.backlogs.fetch_add(1, Ordering::SeqCst);
+        self.inner.backlog()
+    }
 }
 
 /// An inbox on a [`GatedStore`], on tokio's clock, with a lease and a handler timeout far
 /// longer than any test here runs, so that only the shutdown's deadline cancels anything.
 /// Not `hold_paused_clock`: a store operation held at a gate must let paused time pass.
 fn gated_inbox(dir: &tempfile::TempDir, complete: Gate, fail: Gate) -> Inbox {
-    let inner = SqliteStore::open(dir.path().join("inbox.db")).expect("a new SQLite inbox");
-    Inbox::builder(GatedStore {
-        inner,
-        complete,
-        fail,
-    })
-    .clock(Arc::new(TokioClock::new()))
-    .lease(Duration::from_secs(3600))
-    .handler_timeout(Duration::from_secs(7200))
-    .backoff(Duration::from_secs(1), Duration::from_secs(60))
-    .max_attempts(5)
-    .poll_interval(Duration::from_millis(100))
-    .build()
-    .expect("valid inbox settings")
+    let (store, _) = GatedStore::open(dir, complete, fail);
+    Inbox::builder(store)
+        .clock(Arc::new(TokioClock::new()))
+        .lease(Duration::from_secs(3600))
+        .handler_timeout(Duration::from_secs(7200))
+        .backoff(Duration::from_secs(1), Duration::from_secs(60))
+        .max_attempts(5)
+        .poll_interval(Duration::from_millis(100))
+        .build()
+        .expect("valid inbox settings")
 }
 
-#[tokio::test(start_paused = true)]
-async fn shutdown_never_gives_back_a_job_whose_handler_succeeded_while_its_completion_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let (complete, mut control) = Gate::armed();
-    let inbox = gated_inbox(&dir, complete, Gate::default());
-    let app = app(&inbox);
-    let handled = Handled::default();
-    let workers = inbox.start(handled.succeeding());
-    send(&app, &message("m")).await;
-    // The handler has returned Ok; its job's completion is held at the gate.
-    control
-        .entered
-        .recv()
-        .await
-        .expect("the completion reaches the store");
-    let shutdown = tokio::spawn(workers.shutdown(Duration::from_secs(5)));
-    // Paused time passes the shutdown's deadline while the completion is held.
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let _ = control.open.send(());
-    let report = shutdown.await.expect("the shutdown ends");
-    assert_eq!((report.finished, report.released), (1, 0), "{report:?}");
-    let stats = inbox.stats().await.unwrap();
-    assert_eq!(
-        (stats.done, stats.pending, stats.running),
-        (1, 0, 0),
-        "{stats:?}"
-    );
-    assert_eq!(handled.runs("m"), vec![1]);
+/// Its clock is paused and it waits on SQLite's real I/O: a real-time bound ends it if a
+/// regression leaves it waiting.
+#[test]
+fn shutdown_never_gives_back_a_job_whose_handler_succeeded_while_its_completion_is_written() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (complete, mut control) = Gate::armed();
+        let inbox = gated_inbox(&dir, complete, Gate::default());
+        let app = app(&inbox);
+        let handled = Handled::default();
+        let workers = inbox.start(handled.succeeding());
+        send(&app, &message("m")).await;
+        // The handler has returned Ok; its job's completion is held at the gate.
+        control
+            .entered
+            .recv()
+            .await
+            .expect("the completion reaches the store");
+        let shutdown = tokio::spawn(workers.shutdown(Duration::from_secs(5)));
+        // Paused time passes the shutdown's deadline while the completion is held.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let _ = control.open.send(());
+        let report = shutdown.await.expect("the shutdown ends");
+        assert_eq!((report.finished, report.released), (1, 0), "{report:?}");
+        let stats = inbox.stats().await.unwrap();
+        assert_eq!(
+            (stats.done, stats.pending, stats.running),
+            (1, 0, 0),
+            "{stats:?}"
+        );
+        assert_eq!(handled.runs("m"), vec![1]);
+    });
 }
 
 /// Its clock is paused and it waits on SQLite's real I/O, so only a real-time bound can end it

@@ -11,7 +11,7 @@ use std::time::Duration;
 use aisoule_webhooks::clock::{Clock, TokioClock};
 use aisoule_webhooks::event::{Dialect, EventKind};
 use aisoule_webhooks::inbox::sqlite::SqliteStore;
-use aisoule_webhooks::inbox::{Inbox, InboxBuilder, InboxStats, Inserted, Job, NewDelivery};
+use aisoule_webhooks::inbox::{Inbox, InboxBuilder, InboxStats, Inserted, Job, JobId, NewDelivery};
 use aisoule_webhooks::test_util::Delivery;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::sync::Semaphore;
@@ -92,7 +92,7 @@ fn inbox(
 }
 
 /// A verified delivery of a `message.incoming` with this id, received `ago` before now.
-fn delivery(clock: &TokioClock, id: &str, ago: Duration) -> NewDelivery {
+pub(crate) fn delivery(clock: &TokioClock, id: &str, ago: Duration) -> NewDelivery {
     let sample = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
         .message_id(id)
         .build();
@@ -108,16 +108,20 @@ fn delivery(clock: &TokioClock, id: &str, ago: Duration) -> NewDelivery {
     }
 }
 
-async fn insert(inbox: &Inbox, delivery: NewDelivery) {
+/// Stores `delivery`, new, and returns its job's id.
+pub(crate) async fn insert(inbox: &Inbox, delivery: NewDelivery) -> JobId {
     let inserted = tokio::time::timeout(DEADLINE, inbox.insert(delivery))
         .await
         .expect("stored in time")
         .expect("stored");
-    assert!(matches!(inserted, Inserted::New(_)), "{inserted:?}");
+    match inserted {
+        Inserted::New(id) => id,
+        Inserted::Duplicate => panic!("{inserted:?}"),
+    }
 }
 
 /// Waits (in paused time, up to [`DEADLINE`]) until the inbox's stats satisfy `done`.
-async fn wait_until(inbox: &Inbox, what: &str, done: impl Fn(&InboxStats) -> bool) {
+pub(crate) async fn wait_until(inbox: &Inbox, what: &str, done: impl Fn(&InboxStats) -> bool) {
     let waited = tokio::time::timeout(DEADLINE, async {
         while !done(&inbox.stats().await.expect("stats")) {
             tokio::time::sleep(Duration::from_millis(100)).await;
