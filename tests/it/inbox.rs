@@ -138,316 +138,332 @@ async fn settle(inbox: &Inbox, limit: Duration) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn an_outage_of_ten_minutes_loses_nothing_and_the_platform_sees_only_200s() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = inbox(&dir, |b| b);
-    let app = app(&inbox);
-    let clock = TokioClock::new();
-    let recovers_at = clock.now() + Duration::from_secs(10 * 60);
-    let handled = Handled::default();
-    let failures = Arc::new(Mutex::new(0u32));
-    let workers = inbox.start({
-        let handled = handled.clone();
-        let failures = failures.clone();
-        move |job: Job| {
-            let (handled, failures) = (handled.clone(), failures.clone());
-            async move {
-                if clock.now() < recovers_at {
-                    *failures.lock().unwrap() += 1;
-                    return Err("the bot's database is down");
-                }
-                handled.record(&job);
-                Ok(())
-            }
-        }
-    });
-    for i in 0..20 {
-        let (status, body) = send(&app, &message(&format!("outage-{i}"))).await;
-        assert_eq!(
-            (status, body.as_str()),
-            (StatusCode::OK, r#"{"status":"accepted"}"#)
-        );
-        tokio::time::sleep(Duration::from_secs(20)).await;
-    }
-    settle(&inbox, Duration::from_secs(30 * 60)).await;
-    for i in 0..20 {
-        let runs = handled.runs(&format!("outage-{i}"));
-        assert_eq!(runs.len(), 1, "outage-{i} handled once, not {runs:?}");
-        assert!(
-            runs[0] > 1,
-            "outage-{i} succeeded only after failing: attempt {}",
-            runs[0]
-        );
-    }
-    assert!(*failures.lock().unwrap() >= 20);
-    let stats = inbox.stats().await.unwrap();
-    assert_eq!((stats.done, stats.dead), (20, 0), "{stats:?}");
-    let report = stop(workers, Duration::from_secs(1)).await;
-    assert_eq!(report.released, 0);
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_eight_second_handler_never_costs_a_non_200_and_runs_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = inbox(&dir, |b| b);
-    let app = app(&inbox);
-    let handled = Handled::default();
-    let workers = inbox.start({
-        let handled = handled.clone();
-        move |job: Job| {
+#[test]
+fn an_outage_of_ten_minutes_loses_nothing_and_the_platform_sees_only_200s() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = inbox(&dir, |b| b);
+        let app = app(&inbox);
+        let clock = TokioClock::new();
+        let recovers_at = clock.now() + Duration::from_secs(10 * 60);
+        let handled = Handled::default();
+        let failures = Arc::new(Mutex::new(0u32));
+        let workers = inbox.start({
             let handled = handled.clone();
-            async move {
-                tokio::time::sleep(Duration::from_secs(8)).await;
-                handled.record(&job);
-                Ok::<_, std::io::Error>(())
-            }
-        }
-    });
-    let delivery = message("slow-1");
-    let sent = tokio::time::Instant::now();
-    let (status, _) = send(&app, &delivery).await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(
-        sent.elapsed() < Duration::from_secs(5),
-        "answered within the platform's 5 s"
-    );
-    assert_eq!(handled.total(), 0, "answered before the handler finished");
-    // The platform's redelivery while the handler runs, and after it finished.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        send(&app, &delivery).await,
-        (StatusCode::OK, r#"{"status":"duplicate"}"#.into())
-    );
-    settle(&inbox, Duration::from_secs(60)).await;
-    assert_eq!(send(&app, &delivery).await.0, StatusCode::OK);
-    settle(&inbox, Duration::from_secs(60)).await;
-    assert_eq!(handled.runs("slow-1"), vec![1]);
-    stop(workers, Duration::from_secs(1)).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_stale_event_is_quarantined_listed_not_run_and_runs_once_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = inbox(&dir, |b| b);
-    let app = app(&inbox);
-    let handled = Handled::default();
-    let workers = inbox.start(handled.succeeding());
-    let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 60 * 60);
-    let stale = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
-        .message_id("backlog-1")
-        .timestamp_at(two_hours_ago)
-        .build();
-    assert_eq!(
-        send(&app, &stale).await,
-        (StatusCode::OK, r#"{"status":"quarantined"}"#.into())
-    );
-    // The platform's redelivery of it is a duplicate, not a second row.
-    assert_eq!(send(&app, &stale).await.1, r#"{"status":"duplicate"}"#);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(
-        handled.total(),
-        0,
-        "a quarantined event is not run on its own"
-    );
-    let quarantined = inbox.quarantined().await.unwrap();
-    assert_eq!(quarantined.len(), 1);
-    let row = &quarantined[0];
-    assert_eq!(row.state, JobState::Quarantined);
-    assert!(
-        row.quarantine_reason
-            .as_deref()
-            .is_some_and(|r| r.contains("replay tolerance")),
-        "the reason says why: {:?}",
-        row.quarantine_reason
-    );
-    assert_eq!(row.body, *stale.body(), "the raw body is kept");
-    assert!(inbox.replay(row.id).await.unwrap());
-    settle(&inbox, Duration::from_secs(60)).await;
-    assert_eq!(handled.runs("backlog-1"), vec![1]);
-    assert!(inbox.quarantined().await.unwrap().is_empty());
-    stop(workers, Duration::from_secs(1)).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn failures_and_panics_retry_then_dead_letter_with_the_last_error_and_replay_runs_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = inbox(&dir, |b| b.max_attempts(3));
-    let app = app(&inbox);
-    let handled = Handled::default();
-    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers = inbox.start({
-        let (handled, healthy) = (handled.clone(), healthy.clone());
-        move |job: Job| {
-            let (handled, healthy) = (handled.clone(), healthy.clone());
-            async move {
-                if healthy.load(std::sync::atomic::Ordering::SeqCst) {
+            let failures = failures.clone();
+            move |job: Job| {
+                let (handled, failures) = (handled.clone(), failures.clone());
+                async move {
+                    if clock.now() < recovers_at {
+                        *failures.lock().unwrap() += 1;
+                        return Err("the bot's database is down");
+                    }
                     handled.record(&job);
-                    return Ok(());
+                    Ok(())
                 }
-                if job.attempt() == 2 {
-                    panic!("attempt two panics");
-                }
-                Err(std::io::Error::other(format!(
-                    "attempt {} failed",
-                    job.attempt()
-                )))
             }
+        });
+        for i in 0..20 {
+            let (status, body) = send(&app, &message(&format!("outage-{i}"))).await;
+            assert_eq!(
+                (status, body.as_str()),
+                (StatusCode::OK, r#"{"status":"accepted"}"#)
+            );
+            tokio::time::sleep(Duration::from_secs(20)).await;
         }
+        settle(&inbox, Duration::from_secs(30 * 60)).await;
+        for i in 0..20 {
+            let runs = handled.runs(&format!("outage-{i}"));
+            assert_eq!(runs.len(), 1, "outage-{i} handled once, not {runs:?}");
+            assert!(
+                runs[0] > 1,
+                "outage-{i} succeeded only after failing: attempt {}",
+                runs[0]
+            );
+        }
+        assert!(*failures.lock().unwrap() >= 20);
+        let stats = inbox.stats().await.unwrap();
+        assert_eq!((stats.done, stats.dead), (20, 0), "{stats:?}");
+        let report = stop(workers, Duration::from_secs(1)).await;
+        assert_eq!(report.released, 0);
     });
-    assert_eq!(send(&app, &message("dead-1")).await.0, StatusCode::OK);
-    settle(&inbox, Duration::from_secs(60)).await;
-    let dead = inbox.dead_letters().await.unwrap();
-    assert_eq!(dead.len(), 1, "three attempts, then a dead letter");
-    assert_eq!(dead[0].attempts, 3);
-    assert_eq!(dead[0].last_error.as_deref(), Some("attempt 3 failed"));
-    assert_eq!(handled.total(), 0);
-
-    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(inbox.replay(dead[0].id).await.unwrap());
-    settle(&inbox, Duration::from_secs(60)).await;
-    assert_eq!(
-        handled.runs("dead-1"),
-        vec![1],
-        "a replay starts a fresh set of attempts"
-    );
-    assert!(inbox.dead_letters().await.unwrap().is_empty());
-    // A handled event can be run again on purpose.
-    assert!(inbox.replay(dead[0].id).await.unwrap());
-    settle(&inbox, Duration::from_secs(60)).await;
-    assert_eq!(handled.runs("dead-1"), vec![1, 1]);
-    stop(workers, Duration::from_secs(1)).await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_panic_is_recorded_with_its_message_and_a_timeout_cancels_the_attempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = inbox(&dir, |b| {
-        b.max_attempts(1).handler_timeout(Duration::from_secs(3))
-    });
-    let app = app(&inbox);
-    let workers = inbox.start(|job: Job| async move {
-        match job.event().message_id() {
-            Some("panics") => panic!("the handler's own panic message"),
-            _ => {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok::<_, std::io::Error>(())
-            }
-        }
-    });
-    send(&app, &message("panics")).await;
-    send(&app, &message("hangs")).await;
-    settle(&inbox, Duration::from_secs(60)).await;
-    let dead = inbox.dead_letters().await.unwrap();
-    let errors: Vec<_> = dead.iter().map(|r| r.last_error.clone().unwrap()).collect();
-    assert_eq!(dead.len(), 2, "{errors:?}");
-    assert!(
-        errors[0].contains("panicked: the handler's own panic message"),
-        "{errors:?}"
-    );
-    assert!(errors[1].contains("timed out after 3s"), "{errors:?}");
-    stop(workers, Duration::from_secs(1)).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn the_handler_written_for_inline_mode_runs_unchanged_in_the_workers() {
-    async fn handle(event: VerifiedEvent, job: Option<Job>, body: bytes::Bytes) -> StatusCode {
-        let job = job.expect("the workers pass the job");
-        assert_eq!(&body, event.raw(), "the stored body is the request body");
-        assert_eq!(job.attempt(), 1);
-        assert!(job.idempotency_key().contains(event.message_id().unwrap()));
-        if event.message_id() == Some("inline-1") {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = inbox(&dir, |b| b.max_attempts(1));
-    let app = app(&inbox);
-    let workers = inbox.start(InboxHandler::new(post(handle)));
-    send(&app, &message("inline-1")).await;
-    send(&app, &message("inline-2")).await;
-    settle(&inbox, Duration::from_secs(60)).await;
-    let stats = inbox.stats().await.unwrap();
-    assert_eq!((stats.done, stats.dead), (1, 1), "{stats:?}");
-    let dead = inbox.dead_letters().await.unwrap();
-    assert_eq!(
-        dead[0].last_error.as_deref(),
-        Some("the handler answered 503 Service Unavailable")
-    );
-    stop(workers, Duration::from_secs(1)).await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn shutdown_lets_running_jobs_finish_within_the_deadline_and_gives_back_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = inbox(&dir, |b| b);
-    let app = app(&inbox);
-    let handled = Handled::default();
-    let handler = {
-        let handled = handled.clone();
-        move |job: Job| {
+#[test]
+fn an_eight_second_handler_never_costs_a_non_200_and_runs_once() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = inbox(&dir, |b| b);
+        let app = app(&inbox);
+        let handled = Handled::default();
+        let workers = inbox.start({
             let handled = handled.clone();
-            async move {
-                let secs = if job.event().message_id() == Some("quick") {
-                    1
-                } else {
-                    120
-                };
-                tokio::time::sleep(Duration::from_secs(secs)).await;
-                handled.record(&job);
-                Ok::<_, std::io::Error>(())
+            move |job: Job| {
+                let handled = handled.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_secs(8)).await;
+                    handled.record(&job);
+                    Ok::<_, std::io::Error>(())
+                }
             }
-        }
-    };
-    let workers = inbox.start(handler.clone());
-    send(&app, &message("quick")).await;
-    send(&app, &message("long")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let report = stop(workers, Duration::from_secs(10)).await;
-    assert_eq!((report.finished, report.released), (1, 1));
-    assert_eq!(handled.runs("quick"), vec![1]);
-    let stats = inbox.stats().await.unwrap();
-    assert_eq!(
-        (stats.done, stats.pending, stats.running),
-        (1, 1, 0),
-        "{stats:?}"
-    );
-    // The next start runs it at once, not after its lease, and the release did not count.
-    let workers = inbox.start(handler);
-    settle(&inbox, Duration::from_secs(200)).await;
-    assert_eq!(handled.runs("long"), vec![1]);
-    stop(workers, Duration::from_secs(1)).await;
+        });
+        let delivery = message("slow-1");
+        let sent = tokio::time::Instant::now();
+        let (status, _) = send(&app, &delivery).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "answered within the platform's 5 s"
+        );
+        assert_eq!(handled.total(), 0, "answered before the handler finished");
+        // The platform's redelivery while the handler runs, and after it finished.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            send(&app, &delivery).await,
+            (StatusCode::OK, r#"{"status":"duplicate"}"#.into())
+        );
+        settle(&inbox, Duration::from_secs(60)).await;
+        assert_eq!(send(&app, &delivery).await.0, StatusCode::OK);
+        settle(&inbox, Duration::from_secs(60)).await;
+        assert_eq!(handled.runs("slow-1"), vec![1]);
+        stop(workers, Duration::from_secs(1)).await;
+    });
 }
 
-#[tokio::test(start_paused = true)]
-async fn jobs_of_one_conversation_run_in_order_when_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let inbox = inbox(&dir, |b| b.ordered_by_conversation().workers(8));
-    let app = app(&inbox);
-    let order = Arc::new(Mutex::new(Vec::new()));
-    // Ten messages from one customer, each first run slower than the next.
-    for i in 0..10 {
-        send(&app, &message(&format!("conv-{i}"))).await;
-    }
-    let workers = inbox.start({
-        let order = order.clone();
-        move |job: Job| {
-            let order = order.clone();
-            async move {
-                let id = job.event().message_id().unwrap().to_owned();
-                let n: u64 = id.trim_start_matches("conv-").parse().unwrap();
-                tokio::time::sleep(Duration::from_millis(1000 - n * 100)).await;
-                order.lock().unwrap().push(id);
-                Ok::<_, std::io::Error>(())
+#[test]
+fn a_stale_event_is_quarantined_listed_not_run_and_runs_once_released() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = inbox(&dir, |b| b);
+        let app = app(&inbox);
+        let handled = Handled::default();
+        let workers = inbox.start(handled.succeeding());
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(2 * 60 * 60);
+        let stale = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
+            .message_id("backlog-1")
+            .timestamp_at(two_hours_ago)
+            .build();
+        assert_eq!(
+            send(&app, &stale).await,
+            (StatusCode::OK, r#"{"status":"quarantined"}"#.into())
+        );
+        // The platform's redelivery of it is a duplicate, not a second row.
+        assert_eq!(send(&app, &stale).await.1, r#"{"status":"duplicate"}"#);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            handled.total(),
+            0,
+            "a quarantined event is not run on its own"
+        );
+        let quarantined = inbox.quarantined().await.unwrap();
+        assert_eq!(quarantined.len(), 1);
+        let row = &quarantined[0];
+        assert_eq!(row.state, JobState::Quarantined);
+        assert!(
+            row.quarantine_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("replay tolerance")),
+            "the reason says why: {:?}",
+            row.quarantine_reason
+        );
+        assert_eq!(row.body, *stale.body(), "the raw body is kept");
+        assert!(inbox.replay(row.id).await.unwrap());
+        settle(&inbox, Duration::from_secs(60)).await;
+        assert_eq!(handled.runs("backlog-1"), vec![1]);
+        assert!(inbox.quarantined().await.unwrap().is_empty());
+        stop(workers, Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
+fn failures_and_panics_retry_then_dead_letter_with_the_last_error_and_replay_runs_it() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = inbox(&dir, |b| b.max_attempts(3));
+        let app = app(&inbox);
+        let handled = Handled::default();
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = inbox.start({
+            let (handled, healthy) = (handled.clone(), healthy.clone());
+            move |job: Job| {
+                let (handled, healthy) = (handled.clone(), healthy.clone());
+                async move {
+                    if healthy.load(std::sync::atomic::Ordering::SeqCst) {
+                        handled.record(&job);
+                        return Ok(());
+                    }
+                    if job.attempt() == 2 {
+                        panic!("attempt two panics");
+                    }
+                    Err(std::io::Error::other(format!(
+                        "attempt {} failed",
+                        job.attempt()
+                    )))
+                }
+            }
+        });
+        assert_eq!(send(&app, &message("dead-1")).await.0, StatusCode::OK);
+        settle(&inbox, Duration::from_secs(60)).await;
+        let dead = inbox.dead_letters().await.unwrap();
+        assert_eq!(dead.len(), 1, "three attempts, then a dead letter");
+        assert_eq!(dead[0].attempts, 3);
+        assert_eq!(dead[0].last_error.as_deref(), Some("attempt 3 failed"));
+        assert_eq!(handled.total(), 0);
+
+        healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(inbox.replay(dead[0].id).await.unwrap());
+        settle(&inbox, Duration::from_secs(60)).await;
+        assert_eq!(
+            handled.runs("dead-1"),
+            vec![1],
+            "a replay starts a fresh set of attempts"
+        );
+        assert!(inbox.dead_letters().await.unwrap().is_empty());
+        // A handled event can be run again on purpose.
+        assert!(inbox.replay(dead[0].id).await.unwrap());
+        settle(&inbox, Duration::from_secs(60)).await;
+        assert_eq!(handled.runs("dead-1"), vec![1, 1]);
+        stop(workers, Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
+fn a_panic_is_recorded_with_its_message_and_a_timeout_cancels_the_attempt() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = inbox(&dir, |b| {
+            b.max_attempts(1).handler_timeout(Duration::from_secs(3))
+        });
+        let app = app(&inbox);
+        let workers = inbox.start(|job: Job| async move {
+            match job.event().message_id() {
+                Some("panics") => panic!("the handler's own panic message"),
+                _ => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok::<_, std::io::Error>(())
+                }
+            }
+        });
+        send(&app, &message("panics")).await;
+        send(&app, &message("hangs")).await;
+        settle(&inbox, Duration::from_secs(60)).await;
+        let dead = inbox.dead_letters().await.unwrap();
+        let errors: Vec<_> = dead.iter().map(|r| r.last_error.clone().unwrap()).collect();
+        assert_eq!(dead.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].contains("panicked: the handler's own panic message"),
+            "{errors:?}"
+        );
+        assert!(errors[1].contains("timed out after 3s"), "{errors:?}");
+        stop(workers, Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
+fn the_handler_written_for_inline_mode_runs_unchanged_in_the_workers() {
+    on_a_paused_clock_within_real_time(|| async {
+        async fn handle(event: VerifiedEvent, job: Option<Job>, body: bytes::Bytes) -> StatusCode {
+            let job = job.expect("the workers pass the job");
+            assert_eq!(&body, event.raw(), "the stored body is the request body");
+            assert_eq!(job.attempt(), 1);
+            assert!(job.idempotency_key().contains(event.message_id().unwrap()));
+            if event.message_id() == Some("inline-1") {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
             }
         }
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = inbox(&dir, |b| b.max_attempts(1));
+        let app = app(&inbox);
+        let workers = inbox.start(InboxHandler::new(post(handle)));
+        send(&app, &message("inline-1")).await;
+        send(&app, &message("inline-2")).await;
+        settle(&inbox, Duration::from_secs(60)).await;
+        let stats = inbox.stats().await.unwrap();
+        assert_eq!((stats.done, stats.dead), (1, 1), "{stats:?}");
+        let dead = inbox.dead_letters().await.unwrap();
+        assert_eq!(
+            dead[0].last_error.as_deref(),
+            Some("the handler answered 503 Service Unavailable")
+        );
+        stop(workers, Duration::from_secs(1)).await;
     });
-    settle(&inbox, Duration::from_secs(60)).await;
-    let expected: Vec<String> = (0..10).map(|i| format!("conv-{i}")).collect();
-    assert_eq!(*order.lock().unwrap(), expected);
-    stop(workers, Duration::from_secs(1)).await;
+}
+
+#[test]
+fn shutdown_lets_running_jobs_finish_within_the_deadline_and_gives_back_the_rest() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = inbox(&dir, |b| b);
+        let app = app(&inbox);
+        let handled = Handled::default();
+        let handler = {
+            let handled = handled.clone();
+            move |job: Job| {
+                let handled = handled.clone();
+                async move {
+                    let secs = if job.event().message_id() == Some("quick") {
+                        1
+                    } else {
+                        120
+                    };
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                    handled.record(&job);
+                    Ok::<_, std::io::Error>(())
+                }
+            }
+        };
+        let workers = inbox.start(handler.clone());
+        send(&app, &message("quick")).await;
+        send(&app, &message("long")).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let report = stop(workers, Duration::from_secs(10)).await;
+        assert_eq!((report.finished, report.released), (1, 1));
+        assert_eq!(handled.runs("quick"), vec![1]);
+        let stats = inbox.stats().await.unwrap();
+        assert_eq!(
+            (stats.done, stats.pending, stats.running),
+            (1, 1, 0),
+            "{stats:?}"
+        );
+        // The next start runs it at once, not after its lease, and the release did not count.
+        let workers = inbox.start(handler);
+        settle(&inbox, Duration::from_secs(200)).await;
+        assert_eq!(handled.runs("long"), vec![1]);
+        stop(workers, Duration::from_secs(1)).await;
+    });
+}
+
+#[test]
+fn jobs_of_one_conversation_run_in_order_when_asked() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = inbox(&dir, |b| b.ordered_by_conversation().workers(8));
+        let app = app(&inbox);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // Ten messages from one customer, each first run slower than the next.
+        for i in 0..10 {
+            send(&app, &message(&format!("conv-{i}"))).await;
+        }
+        let workers = inbox.start({
+            let order = order.clone();
+            move |job: Job| {
+                let order = order.clone();
+                async move {
+                    let id = job.event().message_id().unwrap().to_owned();
+                    let n: u64 = id.trim_start_matches("conv-").parse().unwrap();
+                    tokio::time::sleep(Duration::from_millis(1000 - n * 100)).await;
+                    order.lock().unwrap().push(id);
+                    Ok::<_, std::io::Error>(())
+                }
+            }
+        });
+        settle(&inbox, Duration::from_secs(60)).await;
+        let expected: Vec<String> = (0..10).map(|i| format!("conv-{i}")).collect();
+        assert_eq!(*order.lock().unwrap(), expected);
+        stop(workers, Duration::from_secs(1)).await;
+    });
 }
 
 #[tokio::test]

@@ -2,19 +2,20 @@
 //! how often they go to the store (claims in batches, renewals every third of the lease,
 //! nothing once their handle is dropped), the backoff they write, that a timed-out handler is
 //! stopped, and what they log when a handled job's lease was taken over. Of the inbox itself:
-//! the settings it refuses, its defaults, `get`, `replay` and `purge`.
+//! the settings it refuses, its defaults, `get`, `replay` and `purge`; and how its ids, states,
+//! counts and lag read.
 //!
 //! The workers' tests run on a paused clock, with the store holding it still while it works,
 //! so minutes pass in a moment; a real-time bound fails a test whose workers spin instead.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aisoule_webhooks::ConfigError;
 use aisoule_webhooks::clock::{Clock, TokioClock};
 use aisoule_webhooks::inbox::sqlite::{SqliteStore, Synchronous};
-use aisoule_webhooks::inbox::{Inbox, InboxBuilder, Inserted, Job, JobId, JobState};
+use aisoule_webhooks::inbox::{Inbox, InboxBuilder, InboxStats, Inserted, Job, JobId, JobState};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::inbox::{Gate, GatedStore, StoreCalls, stop};
@@ -431,4 +432,39 @@ async fn handle_new_jobs(inbox: &Inbox, clock: &TokioClock, prefix: &str, count:
     while let Some(completed) = completions.join_next().await {
         completed.unwrap().unwrap();
     }
+}
+
+/// What an operator reads (`aisoule-webhooks inbox stats`, logs): a job's id and state print
+/// as their plain value and name, each state's count is its own, and the lag is measured
+/// from the oldest pending job's receipt (none when nothing waits; zero, not an error, if the
+/// clock is behind it).
+#[test]
+fn ids_states_counts_and_lag_read_as_stored() {
+    assert_eq!(JobId(42).to_string(), "42");
+    for state in JobState::ALL {
+        assert_eq!(state.to_string(), state.as_str());
+        assert_eq!(JobState::from_name(state.as_str()), Some(state));
+    }
+    assert_eq!(JobState::Quarantined.to_string(), "quarantined");
+    let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+    let stats = InboxStats {
+        pending: 1,
+        running: 2,
+        done: 3,
+        dead: 4,
+        quarantined: 5,
+        oldest_pending_received_at: Some(received),
+    };
+    let counts = JobState::ALL.map(|state| stats.count(state));
+    assert_eq!(counts, [1, 2, 3, 4, 5]);
+    assert_eq!(
+        stats.lag(received + Duration::from_secs(7)),
+        Some(Duration::from_secs(7))
+    );
+    assert_eq!(
+        stats.lag(received - Duration::from_secs(7)),
+        Some(Duration::ZERO)
+    );
+    let idle = InboxStats::default();
+    assert_eq!(idle.lag(received), None);
 }

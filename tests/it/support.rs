@@ -193,9 +193,8 @@ impl std::io::Write for CapturedLogs {
 /// timeout, turns a hang into a failure.
 #[cfg_attr(
     not(all(
-        feature = "axum",
         feature = "test-util",
-        any(feature = "actix-web", feature = "sqlite")
+        any(feature = "sqlite", all(feature = "axum", feature = "actix-web"))
     )),
     allow(dead_code)
 )]
@@ -206,9 +205,8 @@ const PAUSED_TEST_BOUND: Duration = Duration::from_secs(30);
 /// thread is left behind; the test binary ends it when it exits.
 #[cfg_attr(
     not(all(
-        feature = "axum",
         feature = "test-util",
-        any(feature = "actix-web", feature = "sqlite")
+        any(feature = "sqlite", all(feature = "axum", feature = "actix-web"))
     )),
     allow(dead_code)
 )]
