@@ -11,7 +11,9 @@ use std::time::Duration;
 use aisoule_webhooks::clock::{Clock, TokioClock};
 use aisoule_webhooks::event::{Dialect, EventKind};
 use aisoule_webhooks::inbox::sqlite::SqliteStore;
-use aisoule_webhooks::inbox::{Inbox, InboxBuilder, InboxStats, Inserted, Job, JobId, NewDelivery};
+use aisoule_webhooks::inbox::{
+    Inbox, InboxBuilder, InboxStats, Inserted, Job, JobHandler, JobId, NewDelivery,
+};
 use aisoule_webhooks::test_util::Delivery;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tokio::sync::Semaphore;
@@ -122,6 +124,18 @@ pub(crate) async fn insert(inbox: &Inbox, delivery: NewDelivery) -> JobId {
     }
 }
 
+/// A handler whose every job waits for a permit of `gate`: the test decides when each ends.
+pub(crate) fn waiting_for(gate: &Arc<Semaphore>) -> impl JobHandler {
+    let gate = gate.clone();
+    move |_: Job| {
+        let gate = gate.clone();
+        async move {
+            gate.acquire().await.expect("open").forget();
+            Ok::<_, std::io::Error>(())
+        }
+    }
+}
+
 /// Waits (in paused time, up to [`DEADLINE`]) until the inbox's stats satisfy `done`.
 pub(crate) async fn wait_until(inbox: &Inbox, what: &str, done: impl Fn(&InboxStats) -> bool) {
     let waited = tokio::time::timeout(DEADLINE, async {
@@ -202,16 +216,7 @@ fn depth_and_lag_gauges_follow_the_waiting_jobs() {
 
         // The handler waits for a permit per job: none until the gauges have been read.
         let gate = Arc::new(Semaphore::new(0));
-        let workers = inbox.start({
-            let gate = gate.clone();
-            move |_: Job| {
-                let gate = gate.clone();
-                async move {
-                    gate.acquire().await.expect("open").forget();
-                    Ok::<_, std::io::Error>(())
-                }
-            }
-        });
+        let workers = inbox.start(waiting_for(&gate));
         tokio::time::sleep(METRICS_INTERVAL * 2).await;
         let waiting = Recorded::take(&snapshotter);
         assert_eq!(waiting.gauge(JOBS, &[("state", "pending")]), 2.0);

@@ -19,7 +19,7 @@ use aisoule_webhooks::inbox::{Inbox, InboxBuilder, InboxStats, Inserted, Job, Jo
 use tokio::sync::{Notify, Semaphore};
 
 use crate::inbox::{Gate, GatedStore, StoreCalls, stop};
-use crate::inbox_metrics::{delivery, insert, wait_until};
+use crate::inbox_metrics::{delivery, insert, wait_until, waiting_for};
 use crate::support::{CapturedLogs, on_a_paused_clock_within_real_time};
 
 /// An inbox on a new SQLite file that records the workers' calls, on `clock`, with a
@@ -86,16 +86,7 @@ fn a_backlog_is_claimed_a_quarter_of_the_workers_at_a_time() {
         }
         // Each job waits for a permit: the test lets them finish one at a time.
         let gate = Arc::new(Semaphore::new(0));
-        let workers = inbox.start({
-            let gate = gate.clone();
-            move |_: Job| {
-                let gate = gate.clone();
-                async move {
-                    gate.acquire().await.expect("open").forget();
-                    Ok::<_, std::io::Error>(())
-                }
-            }
-        });
+        let workers = inbox.start(waiting_for(&gate));
         tokio::time::sleep(Duration::from_millis(100)).await;
         for _ in 0..16 {
             gate.add_permits(1);

@@ -201,8 +201,9 @@ impl std::io::Write for CapturedLogs {
 const PAUSED_TEST_BOUND: Duration = Duration::from_secs(30);
 
 /// Runs `test` on a current-thread runtime whose clock starts paused, on a thread of its own,
-/// and fails if it has not ended within [`PAUSED_TEST_BOUND`] of real time. A hung runtime
-/// thread is left behind; the test binary ends it when it exits.
+/// and fails if it has not ended within [`PAUSED_TEST_BOUND`] of real time. The runtime of a
+/// test that ran out of time is stopped and its tasks dropped, so that one spinning does not
+/// take the CPU from the tests that run after it.
 #[cfg_attr(
     not(all(
         feature = "test-util",
@@ -215,15 +216,25 @@ where
     F: Future<Output = ()>,
 {
     let (passed, outcome) = std::sync::mpsc::channel();
+    let (abandon, abandoned) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)
             .build()
-            .expect("a paused runtime")
-            .block_on(test());
-        // Only reached when every assertion held; a panic drops the sender instead.
-        let _ = passed.send(());
+            .expect("a paused runtime");
+        let ended = runtime.block_on(async {
+            tokio::select! {
+                () = test() => true,
+                _ = abandoned => false,
+            }
+        });
+        // Without waiting for store operations still running on its blocking threads.
+        runtime.shutdown_background();
+        // Only sent when every assertion held; a panic drops the sender instead.
+        if ended {
+            let _ = passed.send(());
+        }
     });
     match outcome.recv_timeout(PAUSED_TEST_BOUND) {
         Ok(()) => thread
@@ -233,10 +244,13 @@ where
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
             std::panic::resume_unwind(thread.join().expect_err("the test's thread panicked"))
         }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
-            "the test did not end within {PAUSED_TEST_BOUND:?} of real time: it waits for \
-             something that never comes, or something keeps its paused runtime busy, so its \
-             clock never advances"
-        ),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let _ = abandon.send(());
+            panic!(
+                "the test did not end within {PAUSED_TEST_BOUND:?} of real time: it waits for \
+                 something that never comes, or something keeps its paused runtime busy, so its \
+                 clock never advances"
+            )
+        }
     }
 }
