@@ -35,6 +35,8 @@ mod inbox;
 mod inbox_crash;
 #[cfg(all(feature = "sqlite", feature = "test-util"))]
 mod inbox_metrics;
+#[cfg(all(feature = "sqlite", feature = "axum", feature = "test-util"))]
+mod inbox_mutants;
 #[cfg(all(feature = "postgres", feature = "test-util"))]
 mod inbox_postgres;
 #[cfg(all(feature = "sqlite", feature = "test-util"))]
