@@ -739,3 +739,106 @@ async fn a_table_from_before_accounts_gets_the_column_and_keeps_its_rows() {
     .await
     .expect("the upgrade steps answer in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_fails_each_operation_at_the_timeout() {
+    let Some(server) = PostgresServer::shared() else {
+        return;
+    };
+    // Every step talks to the server: one deadline for all of them.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let url = server.url();
+        let schema = unique_schema("Hung");
+        let store = PostgresStore::builder(&url)
+            .schema(&schema)
+            .timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .expect("connects");
+        let id = new_id(&store, delivery("before", None)).await;
+        // An operator's migration holds the table: every statement on it waits, as on a
+        // server that stopped answering, and no error comes back.
+        let pool = sqlx::PgPool::connect(&url).await.expect("connects");
+        let mut holder = pool.begin().await.expect("begins");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE \"{schema}\".aisoule_inbox IN ACCESS EXCLUSIVE MODE"
+        )))
+        .execute(&mut *holder)
+        .await
+        .expect("locks the table");
+
+        let expect_timeout = |result: Result<(), InboxError>, operation: &str| match result {
+            Err(e @ InboxError::Store { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    format!("the inbox store failed to {operation}"),
+                    "the error names what was being done"
+                );
+                let source = std::error::Error::source(&e).expect("the timeout is the source");
+                assert_eq!(
+                    source.to_string(),
+                    "PostgreSQL did not answer within 300ms",
+                    "{operation}"
+                );
+            }
+            other => panic!("{operation} should time out, got {other:?}"),
+        };
+        expect_timeout(
+            store.insert(delivery("during", None)).await.map(drop),
+            "insert a delivery",
+        );
+        expect_timeout(
+            store.claim(at(1), LEASE, 10, false).await.map(drop),
+            "claim jobs",
+        );
+        expect_timeout(store.stats().await.map(drop), "count jobs");
+        expect_timeout(store.backlog().await.map(drop), "count unfinished jobs");
+        expect_timeout(store.get(id).await.map(drop), "list jobs");
+
+        holder.rollback().await.expect("lets go of the table");
+        assert_eq!(
+            store.get(id).await.expect("reads again").map(|row| row.key),
+            Some("before".to_owned())
+        );
+        assert!(matches!(
+            store.insert(delivery("after", None)).await,
+            Ok(Inserted::New(_))
+        ));
+    })
+    .await
+    .expect("every step answers in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_and_its_builder_show_their_settings_but_never_the_url() {
+    let Some(server) = PostgresServer::shared() else {
+        return;
+    };
+    let url = server.url().replace("postgres@", "postgres:hunter2@");
+    let schema = unique_schema("Shown");
+    let builder = PostgresStore::builder(&url)
+        .schema(&schema)
+        .max_connections(3)
+        .max_batch(9)
+        .acquire_timeout(Duration::from_millis(1500))
+        .timeout(Duration::from_millis(2500));
+    let shown = format!("{builder:?}");
+    for field in [
+        format!("schema: {schema:?}"),
+        "max_connections: 3".to_owned(),
+        "max_batch: 9".to_owned(),
+        "acquire_timeout: 1.5s".to_owned(),
+        "timeout: 2.5s".to_owned(),
+    ] {
+        assert!(shown.contains(&field), "{field} is missing from {shown}");
+    }
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let store = tokio::time::timeout(Duration::from_secs(30), builder.connect())
+        .await
+        .expect("connects in time")
+        .expect("connects");
+    let shown = format!("{store:?}");
+    assert!(shown.contains(&format!("schema: {schema:?}")), "{shown}");
+    assert!(shown.contains("connections: "), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
