@@ -121,9 +121,16 @@ async fn text_postgres_cannot_store_fails_only_its_own_delivery() {
     let results = join_all(deliveries.into_iter().map(|d| store.insert(d))).await;
     for (i, result) in results.iter().enumerate() {
         if i == 7 || i == 12 {
-            assert!(
-                matches!(result, Err(InboxError::Store { .. })),
-                "{i}: {result:?}"
+            let Err(e @ InboxError::Store { .. }) = result else {
+                panic!("{i}: {result:?}");
+            };
+            let field = if i == 7 { "key" } else { "conversation" };
+            assert_eq!(
+                std::error::Error::source(e).map(ToString::to_string),
+                Some(format!(
+                    "the delivery's {field} holds a NUL character, which PostgreSQL cannot store"
+                )),
+                "the error names the field at fault"
             );
         } else {
             assert!(matches!(result, Ok(Inserted::New(_))), "{i}: {result:?}");
@@ -738,4 +745,223 @@ async fn a_table_from_before_accounts_gets_the_column_and_keeps_its_rows() {
     })
     .await
     .expect("the upgrade steps answer in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_fails_each_operation_at_the_timeout() {
+    let Some(server) = PostgresServer::shared() else {
+        return;
+    };
+    // Every step talks to the server: one deadline for all of them.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let url = server.url();
+        let schema = unique_schema("Hung");
+        let store = PostgresStore::builder(&url)
+            .schema(&schema)
+            .timeout(Duration::from_millis(300))
+            .connect()
+            .await
+            .expect("connects");
+        let id = new_id(&store, delivery("before", None)).await;
+        // An operator's migration holds the table: every statement on it waits, as on a
+        // server that stopped answering, and no error comes back.
+        let pool = sqlx::PgPool::connect(&url).await.expect("connects");
+        let mut holder = pool.begin().await.expect("begins");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "LOCK TABLE \"{schema}\".aisoule_inbox IN ACCESS EXCLUSIVE MODE"
+        )))
+        .execute(&mut *holder)
+        .await
+        .expect("locks the table");
+
+        let expect_timeout = |result: Result<(), InboxError>, operation: &str| match result {
+            Err(e @ InboxError::Store { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    format!("the inbox store failed to {operation}"),
+                    "the error names what was being done"
+                );
+                let source = std::error::Error::source(&e).expect("the timeout is the source");
+                assert_eq!(
+                    source.to_string(),
+                    "PostgreSQL did not answer within 300ms",
+                    "{operation}"
+                );
+            }
+            other => panic!("{operation} should time out, got {other:?}"),
+        };
+        expect_timeout(
+            store.insert(delivery("during", None)).await.map(drop),
+            "insert a delivery",
+        );
+        expect_timeout(
+            store.claim(at(1), LEASE, 10, false).await.map(drop),
+            "claim jobs",
+        );
+        expect_timeout(store.stats().await.map(drop), "count jobs");
+        expect_timeout(store.backlog().await.map(drop), "count unfinished jobs");
+        expect_timeout(store.get(id).await.map(drop), "list jobs");
+
+        holder.rollback().await.expect("lets go of the table");
+        assert_eq!(
+            store.get(id).await.expect("reads again").map(|row| row.key),
+            Some("before".to_owned())
+        );
+        assert!(matches!(
+            store.insert(delivery("after", None)).await,
+            Ok(Inserted::New(_))
+        ));
+    })
+    .await
+    .expect("every step answers in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_and_its_builder_show_their_settings_but_never_the_url() {
+    let Some(server) = PostgresServer::shared() else {
+        return;
+    };
+    let url = server.url().replace("postgres@", "postgres:hunter2@");
+    let schema = unique_schema("Shown");
+    let builder = PostgresStore::builder(&url)
+        .schema(&schema)
+        .max_connections(3)
+        .max_batch(9)
+        .acquire_timeout(Duration::from_millis(1500))
+        .timeout(Duration::from_millis(2500));
+    let shown = format!("{builder:?}");
+    for field in [
+        format!("schema: {schema:?}"),
+        "max_connections: 3".to_owned(),
+        "max_batch: 9".to_owned(),
+        "acquire_timeout: 1.5s".to_owned(),
+        "timeout: 2.5s".to_owned(),
+    ] {
+        assert!(shown.contains(&field), "{field} is missing from {shown}");
+    }
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let store = tokio::time::timeout(Duration::from_secs(30), builder.connect())
+        .await
+        .expect("connects in time")
+        .expect("connects");
+    let shown = format!("{store:?}");
+    assert!(shown.contains(&format!("schema: {schema:?}")), "{shown}");
+    assert!(shown.contains("connections: "), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_server_refuses_fails_each_insert_with_the_servers_error() {
+    let Some((url, schema, store)) = fresh("refused").await else {
+        return;
+    };
+    // Every step talks to the server: one deadline for all of them.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        // A trigger (an operator's, a migration's) refuses every insert.
+        let refuse = format!(
+            "CREATE FUNCTION \"{schema}\".refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by a trigger'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON \"{schema}\".aisoule_inbox \
+             FOR EACH ROW EXECUTE FUNCTION \"{schema}\".refuse();"
+        );
+        let pool = sqlx::PgPool::connect(&url).await.expect("connects");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(refuse))
+            .execute(&pool)
+            .await
+            .expect("the trigger is created");
+        let results =
+            join_all((0..3).map(|i| store.insert(delivery(&format!("refused{i}"), None)))).await;
+        for result in results {
+            let Err(e @ InboxError::Store { .. }) = result else {
+                panic!("a refused insert is a store error, got {result:?}");
+            };
+            assert_eq!(e.to_string(), "the inbox store failed to insert a delivery");
+            // Every waiter of the batch has the server's error as its source, and that
+            // error's own source, the database's message, is kept too.
+            let engine = std::error::Error::source(&e).expect("the server's error");
+            assert!(
+                engine.to_string().contains("refused by a trigger"),
+                "{engine}"
+            );
+            let database = engine.source().expect("the database's error");
+            assert!(
+                database.to_string().starts_with("refused by a trigger"),
+                "{database}"
+            );
+        }
+    })
+    .await
+    .expect("every step answers in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_store_closes_its_connections() {
+    let Some(server) = PostgresServer::shared() else {
+        return;
+    };
+    // Every step talks to the server: one deadline for all of them.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        // The store's connections are told apart from the other tests' by their name.
+        let name = unique_schema("dropped").to_lowercase();
+        let url = format!("{}?application_name={name}", server.url());
+        let store = PostgresStore::builder(&url)
+            .schema(&name)
+            .connect()
+            .await
+            .expect("connects");
+        new_id(&store, delivery("before", None)).await;
+        let observer = sqlx::PgPool::connect(&server.url())
+            .await
+            .expect("connects");
+        let open = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            )
+            .bind(&name)
+            .fetch_one(&observer)
+            .await
+            .expect("counts connections")
+        };
+        assert!(open().await > 0, "the store is connected");
+        drop(store);
+        // The insert batcher ends with the store, and the pool's connections with them.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while open().await > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the dropped store's connections are still open"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every step answers in time");
+}
+
+/// On one runtime thread the batcher cannot run until every insert below is queued, so they
+/// are written by one statement, whatever the machine's load.
+#[tokio::test]
+async fn one_key_queued_four_times_in_one_batch_is_new_once() {
+    let Some((_, _, store)) = fresh("dup_one_batch").await else {
+        return;
+    };
+    let results = tokio::time::timeout(
+        Duration::from_secs(30),
+        join_all((0..4).map(|_| store.insert(delivery("same", None)))),
+    )
+    .await
+    .expect("the inserts answer");
+    let results: Vec<Inserted> = results.into_iter().map(|r| r.expect("inserts")).collect();
+    assert!(
+        matches!(
+            results[..],
+            [
+                Inserted::New(_),
+                Inserted::Duplicate,
+                Inserted::Duplicate,
+                Inserted::Duplicate
+            ]
+        ),
+        "the first insert of the key is new, the others duplicates: {results:?}"
+    );
 }

@@ -511,3 +511,95 @@ async fn a_file_from_before_accounts_gets_the_column_and_keeps_its_rows() {
     assert_eq!(listed.len(), 2, "reopening keeps both rows");
     assert_eq!(listed[1].account.as_deref(), Some("acme"));
 }
+
+#[test]
+fn the_store_shows_its_file_and_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shown.sqlite3");
+    let store = SqliteStore::builder(&path)
+        .synchronous(Synchronous::Normal)
+        .max_batch(7)
+        .open()
+        .expect("opens");
+    assert_eq!(store.path(), path, "the store names the file it opened");
+    let shown = format!("{store:?}");
+    for field in [
+        format!("path: {path:?}"),
+        "synchronous: Normal".to_owned(),
+        "max_batch: 7".to_owned(),
+        "commits: 0".to_owned(),
+    ] {
+        assert!(shown.contains(&field), "{field} is missing from {shown}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_is_one_commit_and_a_batch_of_one_commits_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("one.sqlite3")).unwrap();
+    for (i, key) in ["commit:1", "commit:2"].into_iter().enumerate() {
+        let inserted = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.insert(delivery(key, Bytes::new())),
+        )
+        .await
+        .expect("the insert answers");
+        assert!(matches!(inserted, Ok(Inserted::New(_))), "{inserted:?}");
+        assert_eq!(store.commits(), i as u64 + 1, "one insert, one commit");
+    }
+
+    // Below 1 is taken as 1. Every insert is queued before the writer has committed the
+    // first, so a batch larger than asked would show as fewer commits than inserts.
+    for max_batch in [0, 1] {
+        let path = dir.path().join(format!("batch-of-{max_batch}.sqlite3"));
+        let store = SqliteStore::builder(&path)
+            .max_batch(max_batch)
+            .open()
+            .unwrap();
+        let inserts = 64;
+        let answers = futures_util::future::join_all(
+            (0..inserts).map(|i| store.insert(delivery(&format!("one:{i}"), Bytes::new()))),
+        );
+        let answers = tokio::time::timeout(Duration::from_secs(30), answers)
+            .await
+            .expect("every insert answers");
+        assert!(answers.iter().all(|a| matches!(a, Ok(Inserted::New(_)))));
+        assert_eq!(
+            store.commits(),
+            inserts,
+            "max_batch({max_batch}) commits every request on its own"
+        );
+    }
+}
+
+#[test]
+fn dropping_the_store_returns_only_once_every_queued_insert_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.sqlite3");
+    let store = SqliteStore::open(&path).unwrap();
+    // Another process holds the write lock, so nothing queued can commit until it lets go.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let inserts = 100;
+    for i in 0..inserts {
+        // An insert is queued when it is called, whether or not its answer is awaited.
+        drop(store.insert(delivery(&format!("queued:{i}"), Bytes::new())));
+    }
+    let (released, lets_go) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        // Well within the store's 5 s busy timeout, so that the queued inserts then commit.
+        let _ = lets_go.recv_timeout(Duration::from_millis(300));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    drop(store);
+    let count: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM aisoule_inbox", [], |row| row.get(0))
+        .unwrap();
+    drop(released);
+    holder.join().unwrap();
+    assert_eq!(
+        count, inserts,
+        "dropping the store waits for what was queued, even behind another process's lock"
+    );
+}
