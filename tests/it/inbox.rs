@@ -24,6 +24,8 @@ use http_body_util::BodyExt;
 use tokio::sync::oneshot;
 use tower::ServiceExt;
 
+use crate::support::on_a_paused_clock_within_real_time;
+
 /// An inbox on a new SQLite file, on tokio's clock, with fast retries; `configure` adjusts it.
 fn inbox(dir: &tempfile::TempDir, configure: impl FnOnce(InboxBuilder) -> InboxBuilder) -> Inbox {
     let store = SqliteStore::open(dir.path().join("inbox.db")).expect("a new SQLite inbox");
@@ -615,44 +617,48 @@ async fn shutdown_never_gives_back_a_job_whose_handler_succeeded_while_its_compl
     assert_eq!(handled.runs("m"), vec![1]);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_job_claimed_again_before_its_previous_runs_task_ended_is_given_back_at_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let (fail, mut control) = Gate::armed();
-    let inbox = gated_inbox(&dir, Gate::default(), fail);
-    let app = app(&inbox);
-    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-    let workers = inbox.start(move |job: Job| {
-        let started = started_tx.clone();
-        async move {
-            if job.attempt() == 1 {
-                return Err(std::io::Error::other("the CRM is down"));
+/// Its clock is paused and it waits on SQLite's real I/O, so only a real-time bound can end it
+/// if a regression leaves it waiting (a tokio timeout would fire when the clock jumps).
+#[test]
+fn a_job_claimed_again_before_its_previous_runs_task_ended_is_given_back_at_shutdown() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (fail, mut control) = Gate::armed();
+        let inbox = gated_inbox(&dir, Gate::default(), fail);
+        let app = app(&inbox);
+        let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+        let workers = inbox.start(move |job: Job| {
+            let started = started_tx.clone();
+            async move {
+                if job.attempt() == 1 {
+                    return Err(std::io::Error::other("the CRM is down"));
+                }
+                let _ = started.send(job.attempt());
+                // Runs until the shutdown's deadline cancels it.
+                std::future::pending::<()>().await;
+                Ok(())
             }
-            let _ = started.send(job.attempt());
-            // Runs until the shutdown's deadline cancels it.
-            std::future::pending::<()>().await;
-            Ok(())
-        }
+        });
+        send(&app, &message("m")).await;
+        // Attempt 1's failure is written (the job is due again after its backoff), and its task
+        // is held at the gate, not yet ended.
+        control
+            .entered
+            .recv()
+            .await
+            .expect("the failure reaches the store");
+        // The same job id is claimed again and its second run starts meanwhile.
+        assert_eq!(started.recv().await, Some(2));
+        // Attempt 1's task ends now, while attempt 2 runs.
+        let _ = control.open.send(());
+        let report = workers.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(report.released, 1, "attempt 2 given back: {report:?}");
+        let jobs = inbox.list(JobFilter::default()).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            (jobs[0].state, jobs[0].attempts),
+            (JobState::Pending, 1),
+            "given back at once, and the cancelled attempt not counted"
+        );
     });
-    send(&app, &message("m")).await;
-    // Attempt 1's failure is written (the job is due again after its backoff), and its task
-    // is held at the gate, not yet ended.
-    control
-        .entered
-        .recv()
-        .await
-        .expect("the failure reaches the store");
-    // The same job id is claimed again and its second run starts meanwhile.
-    assert_eq!(started.recv().await, Some(2));
-    // Attempt 1's task ends now, while attempt 2 runs.
-    let _ = control.open.send(());
-    let report = workers.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(report.released, 1, "attempt 2 given back: {report:?}");
-    let jobs = inbox.list(JobFilter::default()).await.unwrap();
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(
-        (jobs[0].state, jobs[0].attempts),
-        (JobState::Pending, 1),
-        "given back at once, and the cancelled attempt not counted"
-    );
 }

@@ -20,7 +20,7 @@ use tower::ServiceExt;
 
 use crate::axum::recorded_app;
 use crate::e2e::{Recorder, eventually, message, test_receiver, test_receiver_with};
-use crate::support::CapturedLogs;
+use crate::support::{CapturedLogs, on_a_paused_clock_within_real_time};
 
 /// The await points of the store's side of the lifecycle, where a store may be slow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -364,46 +364,6 @@ fn sleeping_app(receiver: Receiver, run_time: Duration) -> Router {
         })
         .layer(WebhookLayer::new(receiver)),
     )
-}
-
-/// The real-time bound on the tests of the handler's watchdog. Their clock is paused, so they
-/// wait for nothing; but a watchdog that spins (wakes at once, forever) keeps the paused
-/// runtime busy, so its clock never moves and the handler never ends. A bound on the paused
-/// clock would never fire either: only a real-time one, well under `cargo mutants`' 120 s test
-/// timeout, turns that hang into a failure.
-const WATCHDOG_TEST_BOUND: Duration = Duration::from_secs(30);
-
-/// Runs `test` on a current-thread runtime whose clock starts paused, on a thread of its own,
-/// and fails if it has not ended within [`WATCHDOG_TEST_BOUND`] of real time. A hung runtime
-/// thread is left behind; the test binary ends it when it exits.
-fn on_a_paused_clock_within_real_time<F>(test: impl FnOnce() -> F + Send + 'static)
-where
-    F: Future<Output = ()>,
-{
-    let (passed, outcome) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a paused runtime")
-            .block_on(test());
-        // Only reached when every assertion held; a panic drops the sender instead.
-        let _ = passed.send(());
-    });
-    match outcome.recv_timeout(WATCHDOG_TEST_BOUND) {
-        Ok(()) => thread
-            .join()
-            .expect("the test's thread ends once it has passed"),
-        // The test panicked: fail with its own message.
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(thread.join().expect_err("the test's thread panicked"))
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
-            "the test did not end within {WATCHDOG_TEST_BOUND:?} of real time: something \
-             keeps its paused runtime busy, so the clock never advances"
-        ),
-    }
 }
 
 #[test]

@@ -183,3 +183,62 @@ impl std::io::Write for CapturedLogs {
         Ok(())
     }
 }
+
+/// The real-time bound on the tests that run on a paused clock. Their clock is paused, so they
+/// wait for nothing; but a task that spins (wakes at once, forever, such as a broken watchdog)
+/// keeps the paused runtime busy, so its clock never moves and the test never ends. A bound on
+/// the paused clock would not do either: the clock jumps to the next timer whenever the runtime
+/// idles, which it does while it waits on real I/O (a SQLite file), so such a bound can fire
+/// before the awaited work has run. Only a real-time one, well under `cargo mutants`' 120 s test
+/// timeout, turns a hang into a failure.
+#[cfg_attr(
+    not(all(
+        feature = "axum",
+        feature = "test-util",
+        any(feature = "actix-web", feature = "sqlite")
+    )),
+    allow(dead_code)
+)]
+const PAUSED_TEST_BOUND: Duration = Duration::from_secs(30);
+
+/// Runs `test` on a current-thread runtime whose clock starts paused, on a thread of its own,
+/// and fails if it has not ended within [`PAUSED_TEST_BOUND`] of real time. A hung runtime
+/// thread is left behind; the test binary ends it when it exits.
+#[cfg_attr(
+    not(all(
+        feature = "axum",
+        feature = "test-util",
+        any(feature = "actix-web", feature = "sqlite")
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn on_a_paused_clock_within_real_time<F>(test: impl FnOnce() -> F + Send + 'static)
+where
+    F: Future<Output = ()>,
+{
+    let (passed, outcome) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a paused runtime")
+            .block_on(test());
+        // Only reached when every assertion held; a panic drops the sender instead.
+        let _ = passed.send(());
+    });
+    match outcome.recv_timeout(PAUSED_TEST_BOUND) {
+        Ok(()) => thread
+            .join()
+            .expect("the test's thread ends once it has passed"),
+        // The test panicked: fail with its own message.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(thread.join().expect_err("the test's thread panicked"))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+            "the test did not end within {PAUSED_TEST_BOUND:?} of real time: it waits for \
+             something that never comes, or something keeps its paused runtime busy, so its \
+             clock never advances"
+        ),
+    }
+}
