@@ -678,3 +678,70 @@ async fn concurrent_deliveries_for_one_account_share_one_lookup() {
     );
     assert_eq!(resolver.lookups.load(Ordering::SeqCst), 1);
 }
+
+/// An account name is the sender's to choose: an empty one, or one longer than 128 bytes, is
+/// unknown without asking the resolver (no lookup, no cache entry), even when the resolver
+/// would know it; a name of exactly 128 bytes is still looked up.
+#[tokio::test]
+async fn an_empty_or_overlong_account_name_is_unknown_without_a_lookup() {
+    use aisoule_webhooks::{Admission, Rejection};
+
+    let resolver = TestResolver::with_two_accounts();
+    let (longest, too_long) = ("a".repeat(128), "a".repeat(129));
+    resolver.set("", "empty-1", ACME);
+    resolver.set(&longest, "longest-1", ACME);
+    resolver.set(&too_long, "too-long-1", ACME);
+    let receiver = receiver(&resolver, Duration::from_secs(3600));
+    let admit = |account: &str, message_id: &str| {
+        let delivery = message(ACME, message_id);
+        let receiver = receiver.clone();
+        let account = account.to_owned();
+        async move {
+            let signature = delivery.signature_value().as_bytes();
+            tokio::time::timeout(
+                ANSWER_TIMEOUT,
+                receiver.admit_account(Some(&account), [signature], delivery.body().clone()),
+            )
+            .await
+            .expect("answered in time")
+        }
+    };
+    for (account, message_id) in [("", "empty"), (too_long.as_str(), "too-long")] {
+        let refused = admit(account, message_id).await;
+        assert!(
+            matches!(refused, Err(Rejection::UnknownAccount)),
+            "{} bytes: {refused:?}",
+            account.len()
+        );
+    }
+    assert_eq!(resolver.lookups.load(Ordering::SeqCst), 0);
+    let admitted = admit(&longest, "longest").await;
+    let Ok(Admission::Fresh(admitted)) = admitted else {
+        panic!("128 bytes is a name the resolver is asked about: {admitted:?}");
+    };
+    assert_eq!(admitted.event().secret_label(), "longest-1");
+    assert_eq!(resolver.lookups.load(Ordering::SeqCst), 1);
+}
+
+/// A receiver for many accounts shows how it finds them in its `Debug` (the path parameter,
+/// the cache's TTL), as its builder does, and never a secret.
+#[test]
+fn debug_shows_the_account_parameter_and_ttl_but_no_secret() {
+    let resolver = TestResolver::with_two_accounts();
+    let builder = Receiver::for_accounts(resolver)
+        .account_parameter("tenant")
+        .account_cache_ttl(Duration::from_secs(90));
+    let configured = format!("{builder:?}");
+    assert!(
+        configured.contains(r#"AccountsConfig { parameter: "tenant", ttl: 90s, .. }"#),
+        "{configured}"
+    );
+    let built = format!("{:?}", builder.build().unwrap());
+    assert!(
+        built.contains(r#"accounts: Accounts { parameter: "tenant", ttl: 90s, cached: 0, .. }"#),
+        "{built}"
+    );
+    for shown in [&configured, &built] {
+        assert!(!shown.contains(ACME) && !shown.contains(GLOBEX), "{shown}");
+    }
+}

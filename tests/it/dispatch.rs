@@ -408,3 +408,18 @@ async fn the_customer_and_the_text_are_the_same_in_both_dialects() {
         ]
     );
 }
+
+/// A dispatcher's `Debug` lists the kinds it has handlers for, and no others: what an operator
+/// reads to tell which events a service handles and which it only acknowledges.
+#[test]
+fn debug_lists_the_registered_handlers() {
+    assert_eq!(format!("{:?}", Dispatcher::<()>::new()), "[]");
+    let some = Dispatcher::<()>::new()
+        .on_status(|_: TypedEvent<MessageStatus<'static>>, ()| async { Ok(()) })
+        .on_unknown(|_: TypedEvent<UnknownEvent<'static>>, ()| async { Ok(()) });
+    assert_eq!(format!("{some:?}"), r#"["status", "unknown"]"#);
+    assert_eq!(
+        format!("{:?}", recording::<App>()),
+        r#"["message", "status", "contact", "campaign", "transfer", "unrecognized", "unknown"]"#
+    );
+}
