@@ -803,14 +803,27 @@ async fn a_server_that_stops_answering_fails_each_operation_at_the_timeout() {
         expect_timeout(store.get(id).await.map(drop), "list jobs");
 
         holder.rollback().await.expect("lets go of the table");
+        // The timed-out statements' connections were closed, so the store opens new ones,
+        // which on a loaded machine can itself outlast 300 ms: a few timeouts in a row are
+        // allowed, any other outcome is not.
+        async fn answered<T>(
+            operation: impl AsyncFn() -> Result<T, InboxError>,
+        ) -> Result<T, InboxError> {
+            for _ in 1..10 {
+                match operation().await {
+                    Err(InboxError::Store { .. }) => {}
+                    other => return other,
+                }
+            }
+            operation().await
+        }
+        let before = answered(async || store.get(id).await).await;
         assert_eq!(
-            store.get(id).await.expect("reads again").map(|row| row.key),
+            before.expect("reads again").map(|row| row.key),
             Some("before".to_owned())
         );
-        assert!(matches!(
-            store.insert(delivery("after", None)).await,
-            Ok(Inserted::New(_))
-        ));
+        let after = answered(async || store.insert(delivery("after", None)).await).await;
+        assert!(matches!(after, Ok(Inserted::New(_))), "{after:?}");
     })
     .await
     .expect("every step answers in time");
