@@ -66,7 +66,8 @@ use tracing::Instrument;
 use crate::dispatch::{self, Dispatcher};
 use crate::error::Rejection;
 use crate::receiver::{
-    Answer, MissingReceiver, Receiver, RequestHeaders, Settlement, VerifiedEvent, delivery_span,
+    Answer, MissingReceiver, ReadHeader, Receiver, RequestHeaders, Settlement, VerifiedEvent,
+    delivery_span, static_header_names,
 };
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -138,10 +139,12 @@ impl ResponseError for MissingReceiver {
 }
 
 impl RequestHeaders for HeaderMap {
-    fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
-        self.get_all(name).map(HeaderValue::as_bytes)
+    fn all(&self, header: ReadHeader) -> impl Iterator<Item = &[u8]> {
+        self.get_all(header_name(header)).map(HeaderValue::as_bytes)
     }
 }
+
+static_header_names!(header::HeaderName);
 
 /// actix's payload as an `http_body::Body`, for the lifecycle to read up to its limit.
 fn body(payload: Payload) -> impl http_body::Body<Data = Bytes, Error = PayloadError> {

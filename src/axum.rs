@@ -82,8 +82,8 @@ use crate::dispatch::{self, Dispatcher};
 use crate::error::Rejection;
 use crate::inbox::{HandlerError, Job, JobHandler};
 use crate::receiver::{
-    Answer, BoxError, HandlerPanicked, MissingReceiver, Receiver, RequestHeaders, RunToCompletion,
-    Settlement, VerifiedEvent, delivery_span,
+    Answer, BoxError, HandlerPanicked, MissingReceiver, ReadHeader, Receiver, RequestHeaders,
+    RunToCompletion, Settlement, VerifiedEvent, delivery_span, static_header_names,
 };
 
 /// [`OUTCOME_HEADER`](crate::OUTCOME_HEADER), as axum's type.
@@ -122,10 +122,14 @@ impl IntoResponse for MissingReceiver {
 }
 
 impl RequestHeaders for HeaderMap {
-    fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
-        self.get_all(name).into_iter().map(HeaderValue::as_bytes)
+    fn all(&self, header: ReadHeader) -> impl Iterator<Item = &[u8]> {
+        self.get_all(header_name(header))
+            .into_iter()
+            .map(HeaderValue::as_bytes)
     }
 }
+
+static_header_names!(HeaderName);
 
 /// The socket peer, which axum gives handlers when the app is served with
 /// `into_make_service_with_connect_info::<SocketAddr>()`.

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::RequestHeaders;
+use super::{ReadHeader, RequestHeaders};
 
 /// The header your proxies forward the client's address in (see
 /// [`ReceiverBuilder::trusted_proxies`](super::ReceiverBuilder::trusted_proxies)). Only one is
@@ -23,10 +23,10 @@ pub enum ForwardedHeader {
 }
 
 impl ForwardedHeader {
-    fn name(self) -> &'static str {
+    fn header(self) -> ReadHeader {
         match self {
-            Self::XForwardedFor => "x-forwarded-for",
-            Self::Forwarded => "forwarded",
+            Self::XForwardedFor => ReadHeader::XForwardedFor,
+            Self::Forwarded => ReadHeader::Forwarded,
         }
     }
 }
@@ -82,7 +82,7 @@ pub(crate) fn client_address(
         return Some(peer);
     };
     let mut hops = Vec::new();
-    for value in headers.all(trusted.header.name()) {
+    for value in headers.all(trusted.header.header()) {
         let Ok(value) = std::str::from_utf8(value) else {
             return Some(peer);
         };

@@ -144,14 +144,72 @@ type Signatures<'a> = smallvec::SmallVec<[(&'static str, &'a [u8]); 2]>;
 /// The request headers the lifecycle reads, whatever HTTP types the framework uses.
 #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 pub(crate) trait RequestHeaders {
-    /// Every value of the header `name` (lowercase), in order.
-    fn all<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]>;
+    /// Every value of `header`, in order.
+    fn all(&self, header: ReadHeader) -> impl Iterator<Item = &[u8]>;
 
-    /// The single value of `name`, if any.
-    fn one(&self, name: &'static str) -> Option<&[u8]> {
-        self.all(name).next()
+    /// The single value of `header`, if any.
+    fn one(&self, header: ReadHeader) -> Option<&[u8]> {
+        self.all(header).next()
     }
 }
+
+/// Every request header the lifecycle reads. Named by this enum rather than by text, so that
+/// each framework looks them up by a header name it built at compile time
+/// ([`static_header_names`]): a lookup by text parses the name first, on every delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
+pub(crate) enum ReadHeader {
+    WebhookSignature,
+    AisouleSignature,
+    ContentLength,
+    ContentEncoding,
+    XForwardedFor,
+    Forwarded,
+}
+
+#[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
+impl ReadHeader {
+    /// The signature headers, in the order they are read.
+    pub(crate) const SIGNATURES: [Self; 2] = [Self::WebhookSignature, Self::AisouleSignature];
+
+    /// The header's name, lowercase.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Self::WebhookSignature => SIGNATURE_HEADER_NAMES[0],
+            Self::AisouleSignature => SIGNATURE_HEADER_NAMES[1],
+            Self::ContentLength => "content-length",
+            Self::ContentEncoding => "content-encoding",
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// Defines `header_name`, which gives each [`ReadHeader`] as the framework's `HeaderName`,
+/// built at compile time. A macro because axum's and actix-web's `HeaderName` come from two
+/// versions of `http`.
+#[cfg(any(feature = "axum", feature = "actix-web"))]
+macro_rules! static_header_names {
+    ($header_name:ty) => {
+        /// `header` as a name that needs no parsing at lookup.
+        fn header_name(header: $crate::receiver::ReadHeader) -> &'static $header_name {
+            static_header_names!(@match $header_name, header,
+                WebhookSignature AisouleSignature ContentLength ContentEncoding XForwardedFor
+                Forwarded)
+        }
+    };
+    (@match $header_name:ty, $header:ident, $($variant:ident)*) => {
+        match $header {
+            $($crate::receiver::ReadHeader::$variant => {
+                static NAME: $header_name =
+                    <$header_name>::from_static($crate::receiver::ReadHeader::$variant.name());
+                &NAME
+            })*
+        }
+    };
+}
+#[cfg(any(feature = "axum", feature = "actix-web"))]
+pub(crate) use static_header_names;
 
 /// Everything a receiving endpoint needs: the verifier, the deduplicator, the replay window and
 /// the body limit.
@@ -617,8 +675,8 @@ impl Receiver {
         let admission = match read {
             Ok(body) => {
                 let mut signatures = Signatures::new();
-                for name in SIGNATURE_HEADER_NAMES {
-                    signatures.extend(headers.all(name).map(|value| (name, value)));
+                for header in ReadHeader::SIGNATURES {
+                    signatures.extend(headers.all(header).map(|value| (header.name(), value)));
                 }
                 self.admit_inner(account, signatures, body).await
             }
@@ -645,10 +703,10 @@ impl Receiver {
         B::Error: Into<BoxError>,
     {
         let declared = headers
-            .one("content-length")
+            .one(ReadHeader::ContentLength)
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let encoding = ContentEncoding::from_header(headers.one("content-encoding"))?;
+        let encoding = ContentEncoding::from_header(headers.one(ReadHeader::ContentEncoding))?;
         body::read_body(self.inner.body_limit, declared, encoding, body).await
     }
 
