@@ -56,6 +56,7 @@
 //! delivery's span and log lines name its client (`client`); behind proxies, see
 //! [`ReceiverBuilder::trusted_proxies`](crate::receiver::ReceiverBuilder::trusted_proxies).
 
+use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -155,15 +156,16 @@ async fn path_account(parts: &mut Parts, name: &str) -> Option<String> {
 }
 
 /// A tower [`Layer`] that runs the delivery lifecycle around the service it wraps: read,
-/// decode, verify, parse, check and claim; then call the service in a task of its own and
-/// settle the claim by its answer.
+/// decode, verify, parse, check and claim; then call the service and settle the claim by its
+/// answer.
 ///
 /// Works with any tower service (axum routers and method routers, hyper, tonic). The inner
 /// service receives the request with a [`VerifiedEvent`] in its extensions and the verified
 /// body bytes re-injected, so handlers can still take `Bytes` or `Json<T>`. A 2xx answer
 /// commits the claim; any other answer or a panic releases it, so the platform's retry is
-/// processed. The inner call is spawned on the tokio runtime, so it completes even when the
-/// client hangs up.
+/// processed. The lifecycle runs inside the request, and moves to a task of its own if the
+/// request is dropped (the client hung up), so an admitted handler completes whatever the
+/// connection does.
 ///
 /// The runtime needs tokio's time driver, which renews the claim while a handler runs:
 /// `#[tokio::main]`, `#[tokio::test]` and `Builder::enable_all` have it; a runtime you build
@@ -211,7 +213,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = WebhookFuture<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -263,8 +265,7 @@ where
             let run = admitted.run_to_outcome(inner.call(request), |answer| {
                 answer.as_ref().ok().map(http::Response::status)
             });
-            // A panic in the handler (caught by the run), or anywhere else in it.
-            match RunToCompletion::new(run).await.and_then(|run| run) {
+            match run.await {
                 Ok((answer, outcome)) => answer.map(|response| {
                     let mut response = response.map(Body::new);
                     response
@@ -276,7 +277,37 @@ where
                 Err(HandlerPanicked { .. }) => Ok(Answer::HANDLER_PANICKED.into_response()),
             }
         };
-        Box::pin(lifecycle.instrument(span))
+        WebhookFuture {
+            lifecycle: RunToCompletion::new(lifecycle.instrument(span)),
+        }
+    }
+}
+
+/// The future [`WebhookService`] returns: one delivery's lifecycle. Dropped before it
+/// finishes (the platform hung up at its 5 s deadline, or a timeout layer gave up), it goes
+/// on in a task of its own, so an admitted handler always runs to completion and settles its
+/// claim.
+pub struct WebhookFuture<E: Send + 'static> {
+    lifecycle: RunToCompletion<Result<Response, E>>,
+}
+
+impl<E: Send + 'static> fmt::Debug for WebhookFuture<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookFuture").finish_non_exhaustive()
+    }
+}
+
+impl<E: Send + 'static> Future for WebhookFuture<E> {
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.lifecycle).poll(cx).map(|ended| {
+            // A panic outside the handler (the handler's own is caught, and answered, by
+            // its run): the claim, if any, was released when the lifecycle was dropped.
+            ended.unwrap_or_else(|HandlerPanicked { .. }| {
+                Ok(Answer::HANDLER_PANICKED.into_response())
+            })
+        })
     }
 }
 
