@@ -259,7 +259,7 @@ where
             request.add_data_container(Rc::new(configs));
             let http_request = request.request().clone();
             request.set_payload(Payload::from(body));
-            let run = admitted.run_to_outcome(service.call(request), |answer| {
+            let run = admitted.run_owned_to_outcome(service.call(request), |answer| {
                 answer
                     .as_ref()
                     .ok()

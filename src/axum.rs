@@ -262,7 +262,8 @@ where
                     .insert(CONTENT_LENGTH, HeaderValue::from(length));
             }
             let request = http::Request::from_parts(parts, Body::from(admitted.body().clone()));
-            let run = admitted.run_to_outcome(inner.call(request), |answer| {
+            let handler = std::pin::pin!(inner.call(request));
+            let run = admitted.run_to_outcome(handler, |answer| {
                 answer.as_ref().ok().map(http::Response::status)
             });
             match run.await {
