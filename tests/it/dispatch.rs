@@ -24,6 +24,18 @@ use tower::ServiceExt;
 
 use crate::support::CapturedLogs;
 
+/// How long any step of these tests may take before it fails: every step is local and in
+/// memory (or a SQLite file), so only a hang (a mutant, a lost wake-up) comes near it.
+const STEP_BOUND: Duration = Duration::from_secs(30);
+
+/// Awaits `step`, failing the test if it has not ended within [`STEP_BOUND`], so that a hang
+/// ends as a failure naming the step instead of holding the whole run.
+async fn within_bound<T>(what: &str, step: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP_BOUND, step)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not end within {STEP_BOUND:?}"))
+}
+
 /// What the handlers saw, one line per call, in order.
 #[derive(Clone, Default)]
 struct App {
@@ -175,12 +187,11 @@ fn axum_app(receiver: Receiver, app: App) -> Router {
 }
 
 async fn send_axum(app: &Router, delivery: &Delivery) -> (u16, String) {
-    let response = tokio::time::timeout(
-        Duration::from_secs(30),
+    let response = within_bound(
+        "the axum answer",
         app.clone().oneshot(delivery.http_request("/webhook")),
     )
     .await
-    .expect("answered within 30 s")
     .unwrap();
     let outcome = response.headers()[OUTCOME_HEADER]
         .to_str()
@@ -236,21 +247,27 @@ async fn a_failing_handler_is_answered_500_and_runs_again_on_the_retry() {
 async fn actix_dispatches_each_kind_to_its_handler_with_web_data() {
     use actix_web::{App as ActixApp, web};
     let app = App::default();
-    let service = actix_web::test::init_service(
-        ActixApp::new()
-            .app_data(web::Data::new(app.clone()))
-            .service(
-                web::resource("/webhook")
-                    .wrap(WebhookMiddleware::new(Receiver::new(test_verifier())))
-                    .route(web::post().to(recording::<web::Data<App>>())),
-            ),
+    let service = within_bound(
+        "the actix-web service's start",
+        actix_web::test::init_service(
+            ActixApp::new()
+                .app_data(web::Data::new(app.clone()))
+                .service(
+                    web::resource("/webhook")
+                        .wrap(WebhookMiddleware::new(Receiver::new(test_verifier())))
+                        .route(web::post().to(recording::<web::Data<App>>())),
+                ),
+        ),
     )
     .await;
     let mut expected = Vec::new();
     for (delivery, line) in every_path() {
-        let response = actix_web::test::call_service(
-            &service,
-            delivery.actix_request("/webhook").to_request(),
+        let response = within_bound(
+            "the actix-web answer",
+            actix_web::test::call_service(
+                &service,
+                delivery.actix_request("/webhook").to_request(),
+            ),
         )
         .await;
         assert_eq!(response.status().as_u16(), 200, "{line}");
@@ -286,19 +303,23 @@ async fn the_inbox_workers_run_the_same_dispatcher_with_the_state_given() {
         send_axum(&router, &delivery).await,
         (200, "stored".to_owned())
     );
-    tokio::time::timeout(Duration::from_secs(30), async {
+    within_bound("the workers' run of the handler", async {
         while app.lines().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
-    .await
-    .expect("the workers ran the handler within 30 s");
+    .await;
     // The handler sees the inbox's job: its first attempt.
     assert_eq!(
         app.lines(),
         ["message wamid.HBgLOTE5ODc2 from +919876543210: Hello, I need help (attempt 1)"]
     );
-    workers.shutdown(Duration::from_secs(5)).await;
+    // The shutdown's own deadline bounds the handlers it waits for, not a shutdown that hangs.
+    within_bound(
+        "the workers' shutdown",
+        workers.shutdown(Duration::from_secs(5)),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -314,16 +335,20 @@ async fn an_unregistered_kind_is_acknowledged_and_counted() {
         let (receiver, dispatcher) = (receiver.clone(), only_messages.clone());
         async move {
             let signature = delivery.signature_value().as_bytes().to_vec();
-            let admitted = match receiver
-                .admit([&signature[..]], Bytes::copy_from_slice(delivery.body()))
-                .await
+            let admitted = match within_bound(
+                "the admission",
+                receiver.admit([&signature[..]], Bytes::copy_from_slice(delivery.body())),
+            )
+            .await
             {
                 Ok(Admission::Fresh(admitted)) => admitted,
                 other => panic!("not admitted fresh: {other:?}"),
             };
             let (event, settlement) = admitted.into_parts();
-            let dispatched = dispatcher.dispatch(event, ()).await.unwrap();
-            settlement.commit().await;
+            let dispatched = within_bound("the dispatch", dispatcher.dispatch(event, ()))
+                .await
+                .unwrap();
+            within_bound("the commit", settlement.commit()).await;
             dispatched
         }
     };
