@@ -492,13 +492,16 @@ async fn a_forged_signature_is_never_stored() {
 
 /// A SQLite store whose first `complete` or first `fail` waits at a gate the test opens, so
 /// that a job's task can be held in the middle of recording its outcome; it keeps what the
-/// workers asked of it in [`StoreCalls`], for tests of how they use the store.
+/// workers asked of it in [`StoreCalls`], for tests of how they use the store. Its `stats`
+/// can be made to panic ([`GatedStore::panicking_stats`]).
 #[derive(Debug)]
 pub(crate) struct GatedStore {
     inner: SqliteStore,
     complete: Gate,
     fail: Gate,
     calls: Arc<StoreCalls>,
+    /// Whether `stats` panics, for tests of how the inbox passes a store's panic on.
+    stats_panics: bool,
 }
 
 impl GatedStore {
@@ -516,8 +519,17 @@ impl GatedStore {
             complete,
             fail,
             calls: calls.clone(),
+            stats_panics: false,
         };
         (store, calls)
+    }
+
+    /// The same store, with a `stats` that panics.
+    pub(crate) fn panicking_stats(self) -> Self {
+        Self {
+            stats_panics: true,
+            ..self
+        }
     }
 }
 
@@ -649,6 +661,7 @@ impl InboxStore for GatedStore {
         self.inner.purge(finished_before, batch)
     }
     fn stats(&self) -> InboxFuture<'_, InboxStats> {
+        assert!(!self.stats_panics, "the stats query panicked");
         self.inner.stats()
     }
     fn backlog(&self) -> InboxFuture<'_, InboxBacklog> {

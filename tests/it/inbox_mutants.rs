@@ -2,8 +2,9 @@
 //! how often they go to the store (claims in batches, renewals every third of the lease,
 //! nothing once their handle is dropped), the backoff they write, that a timed-out handler is
 //! stopped, and what they log when a handled job's lease was taken over. Of the inbox itself:
-//! the settings it refuses, its defaults, `get`, `replay` and `purge`; and how its ids, states,
-//! counts and lag read.
+//! the settings it refuses, its defaults, `get`, `replay` and `purge`, a store's panic reaching
+//! the caller when the inbox holds the paused clock, and how its ids, states, counts, backlog
+//! and lag read.
 //!
 //! The workers' tests run on a paused clock, with the store holding it still while it works,
 //! so minutes pass in a moment; a real-time bound fails a test whose workers spin instead.
@@ -15,7 +16,9 @@ use std::time::{Duration, SystemTime};
 use aisoule_webhooks::ConfigError;
 use aisoule_webhooks::clock::{Clock, TokioClock};
 use aisoule_webhooks::inbox::sqlite::{SqliteStore, Synchronous};
-use aisoule_webhooks::inbox::{Inbox, InboxBuilder, InboxStats, Inserted, Job, JobId, JobState};
+use aisoule_webhooks::inbox::{
+    Inbox, InboxBacklog, InboxBuilder, InboxStats, Inserted, Job, JobId, JobState,
+};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::inbox::{Gate, GatedStore, StoreCalls, stop};
@@ -428,7 +431,7 @@ async fn handle_new_jobs(inbox: &Inbox, clock: &TokioClock, prefix: &str, count:
 /// What an operator reads (`aisoule-webhooks inbox stats`, logs): a job's id and state print
 /// as their plain value and name, each state's count is its own, and the lag is measured
 /// from the oldest pending job's receipt (none when nothing waits; zero, not an error, if the
-/// clock is behind it).
+/// clock is behind it). The backlog (what the gauges show) counts every state but done.
 #[test]
 fn ids_states_counts_and_lag_read_as_stored() {
     assert_eq!(JobId(42).to_string(), "42");
@@ -458,4 +461,34 @@ fn ids_states_counts_and_lag_read_as_stored() {
     );
     let idle = InboxStats::default();
     assert_eq!(idle.lag(received), None);
+    let backlog = InboxBacklog::from(stats);
+    assert_eq!(
+        JobState::ALL.map(|state| backlog.count(state)),
+        [Some(1), Some(2), None, Some(4), Some(5)]
+    );
+}
+
+/// A store operation that panics panics its caller with its own message when the inbox holds
+/// the paused clock (the operation then runs on another thread), as it does without: a bug
+/// in a store is not turned into an error that reads as a closed inbox.
+#[test]
+fn a_store_panic_reaches_the_caller_when_the_inbox_holds_the_paused_clock() {
+    on_a_paused_clock_within_real_time(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = GatedStore::open(&dir, Gate::default(), Gate::default());
+        let store = store.panicking_stats();
+        let inbox = Inbox::builder(store)
+            .clock(Arc::new(TokioClock::new()))
+            .hold_paused_clock()
+            .build()
+            .unwrap();
+        let join = tokio::spawn(async move { inbox.stats().await.map(|_| ()) })
+            .await
+            .expect_err("the caller panics");
+        let payload = join.into_panic();
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"the stats query panicked")
+        );
+    });
 }
