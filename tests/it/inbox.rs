@@ -697,7 +697,12 @@ fn shutdown_never_gives_back_a_job_whose_handler_succeeded_while_its_completion_
         let app = app(&inbox);
         let handled = Handled::default();
         let workers = inbox.start(handled.succeeding());
-        send(&app, &message("m")).await;
+        // Asserted, so that a delivery refused by a regression fails here rather than at the
+        // real-time bound, waiting for a job that never comes.
+        assert_eq!(
+            send(&app, &message("m")).await,
+            (StatusCode::OK, r#"{"status":"accepted"}"#.into())
+        );
         // The handler has returned Ok; its job's completion is held at the gate.
         control
             .entered
@@ -742,7 +747,12 @@ fn a_job_claimed_again_before_its_previous_runs_task_ended_is_given_back_at_shut
                 Ok(())
             }
         });
-        send(&app, &message("m")).await;
+        // Asserted, so that a delivery refused by a regression fails here rather than at the
+        // real-time bound, waiting for a job that never comes.
+        assert_eq!(
+            send(&app, &message("m")).await,
+            (StatusCode::OK, r#"{"status":"accepted"}"#.into())
+        );
         // Attempt 1's failure is written (the job is due again after its backoff), and its task
         // is held at the gate, not yet ended.
         control
