@@ -519,6 +519,11 @@ fn signatures_are_equal_only_when_every_byte_is() {
     assert_ne!(same.0, sign(&secret("whsec_another"), &body));
     let set: HashSet<_> = [same.0, same.1, sign(&secret(SECRET), &other_body)].into();
     assert_eq!(set.len(), 2);
+    // Hashed as its bytes, so that signatures spread over a table's buckets rather than all
+    // colliding (a hash that wrote nothing would still agree with `==`).
+    use std::hash::BuildHasher;
+    let hasher = std::collections::hash_map::RandomState::new();
+    assert_eq!(hasher.hash_one(&same.0), hasher.hash_one(same.0.as_bytes()));
 }
 
 #[test]
