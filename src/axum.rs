@@ -84,7 +84,7 @@ use crate::error::Rejection;
 use crate::inbox::{HandlerError, Job, JobHandler};
 use crate::receiver::{
     Answer, BoxError, HandlerPanicked, MissingReceiver, ReadHeader, Receiver, RequestHeaders,
-    RunToCompletion, Settlement, VerifiedEvent, delivery_span, static_header_names,
+    RunToCompletion, Settlement, VerifiedEvent, delivery_span, mark_admitted, static_header_names,
 };
 
 /// [`OUTCOME_HEADER`](crate::OUTCOME_HEADER), as axum's type.
@@ -246,6 +246,8 @@ where
                 Ok(admitted) => admitted,
                 Err(answer) => return Ok(answer.into_response()),
             };
+            // From here on a dropped request goes on in a task: the handler must run.
+            mark_admitted();
             parts.extensions.insert(admitted.event().clone());
             // The handler reads the decoded body, so the headers describe that one. Rewritten
             // only when they do not already (a decoded or chunked body): a header value costs
@@ -284,10 +286,10 @@ where
     }
 }
 
-/// The future [`WebhookService`] returns: one delivery's lifecycle. Dropped before it
-/// finishes (the platform hung up at its 5 s deadline, or a timeout layer gave up), it goes
+/// The future [`WebhookService`] returns: one delivery's lifecycle. Dropped once the delivery
+/// is admitted (the platform hung up at its 5 s deadline, or a timeout layer gave up), it goes
 /// on in a task of its own, so an admitted handler always runs to completion and settles its
-/// claim.
+/// claim; dropped before, it is cancelled.
 pub struct WebhookFuture<E: Send + 'static> {
     lifecycle: RunToCompletion<Result<Response, E>>,
 }

@@ -339,10 +339,11 @@ impl Drop for Settlement {
     }
 }
 
-/// A delivery's whole lifecycle, polled in place inside the request, and moved to a task of
-/// its own if the request is dropped before it finishes (the sender hung up, or the server
-/// gave up on the connection): an admitted handler always runs to completion, and a delivery
-/// dropped before admission finishes its checks and claim, and runs.
+/// A delivery's whole lifecycle, polled in place inside the request. Dropped once the delivery
+/// is admitted (the sender hung up, or a timeout layer gave up), it moves to a task of its own,
+/// so an admitted handler always runs to completion. Dropped before that, it is cancelled like
+/// any request: its claim, if taken, is released, and a connection stalled mid-body is not
+/// kept open by a task still reading it.
 ///
 /// Spawning every delivery would keep the guarantee too, at the price of a task, a scheduler
 /// round trip and, on a multi-thread runtime, a cross-thread wake-up per delivery; most
@@ -354,6 +355,23 @@ impl Drop for Settlement {
 pub(crate) struct RunToCompletion<T: Send + 'static> {
     /// `None` once finished. Instrumented by its caller, so a detached run keeps its span.
     run: Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>,
+    /// Whether the lifecycle said, with [`mark_admitted`], that its delivery is admitted.
+    admitted: bool,
+}
+
+thread_local! {
+    /// Set by [`mark_admitted`] while a [`RunToCompletion`] polls its lifecycle. A flag the
+    /// lifecycle could share with its wrapper would have to be allocated on every delivery,
+    /// since the lifecycle's own memory is a type-erased box; a poll runs on one thread.
+    static ADMITTED_IN_THIS_POLL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tells the [`RunToCompletion`] polling the calling lifecycle that its delivery is admitted:
+/// from now on, dropping the request moves the lifecycle into a task instead of cancelling it.
+/// Call it from inside the lifecycle's `poll`, synchronously.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) fn mark_admitted() {
+    ADMITTED_IN_THIS_POLL.set(true);
 }
 
 /// The handler panicked; its claim was released. The payload is kept so that
@@ -375,6 +393,7 @@ impl<T: Send + 'static> RunToCompletion<T> {
     pub(crate) fn new(run: impl Future<Output = T> + Send + 'static) -> Self {
         Self {
             run: Some(Box::pin(run)),
+            admitted: false,
         }
     }
 }
@@ -389,8 +408,14 @@ impl<T: Send + 'static> Future for RunToCompletion<T> {
         let Some(run) = self.run.as_mut() else {
             panic!("RunToCompletion polled after it finished");
         };
+        // A lifecycle polled inside another's keeps its own mark: the outer one's is restored.
+        let outer = ADMITTED_IN_THIS_POLL.replace(false);
         // Unwind safety: after a panic the run is dropped, never polled again.
-        match catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))) {
+        let polled = catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
+        if ADMITTED_IN_THIS_POLL.replace(outer) {
+            self.admitted = true;
+        }
+        match polled {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => {
                 self.run = None;
@@ -409,6 +434,10 @@ impl<T: Send + 'static> Drop for RunToCompletion<T> {
         let Some(run) = self.run.take() else {
             return;
         };
+        if !self.admitted {
+            // Cancelled, like any request; dropping `run` releases a claim it took.
+            return;
+        }
         // Outside a runtime (one shutting down) there is nowhere to finish it: dropping the
         // run releases its claim, and the platform's retry runs the handler again.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

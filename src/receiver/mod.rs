@@ -56,7 +56,7 @@ use client::TrustedProxies;
 pub use ipnet::IpNet;
 pub use lifecycle::{Admitted, Settlement};
 #[cfg(feature = "axum")]
-pub(crate) use lifecycle::{HandlerPanicked, RunToCompletion};
+pub(crate) use lifecycle::{HandlerPanicked, RunToCompletion, mark_admitted};
 pub use rejection::{Answer, MissingReceiver, Rejection};
 
 /// A verified, parsed event, as the integrations hand it to your handler.

@@ -523,7 +523,7 @@ fn signatures_are_equal_only_when_every_byte_is() {
     // colliding (a hash that wrote nothing would still agree with `==`).
     use std::hash::BuildHasher;
     let hasher = std::collections::hash_map::RandomState::new();
-    assert_eq!(hasher.hash_one(&same.0), hasher.hash_one(same.0.as_bytes()));
+    assert_eq!(hasher.hash_one(same.0), hasher.hash_one(same.0.as_bytes()));
 }
 
 #[test]
