@@ -111,9 +111,16 @@ impl DedupKey {
         // Pushed piece by piece, with itoa for the lengths: `format!` costs about ten times
         // as much, on every delivery.
         let mut lengths = itoa::Buffer::new();
-        let account_len = account.map_or(0, |account| account.len() + 20 + 10);
+        // Room for every piece, so that the key never reallocates: up to 20 digits per length,
+        // and `account:` with its length for an account.
         let mut key = String::with_capacity(
-            namespace.len() + kind.len() + account_len + tag.len() + rest.len() + 2 * 20 + 5,
+            namespace.len()
+                + kind.len()
+                + account.map_or(0, |account| account.len() + 20 + 10)
+                + tag.len()
+                + rest.len()
+                + 2 * 20
+                + 5,
         );
         key.push_str(lengths.format(namespace.len()));
         key.push(':');

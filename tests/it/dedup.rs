@@ -655,6 +655,13 @@ fn claim_tokens_are_unique_and_share_a_per_process_prefix() {
     let distinct: std::collections::HashSet<_> = tokens.iter().collect();
     assert_eq!(distinct.len(), tokens.len());
     assert!(tokens.iter().all(|t| t >> 64 == tokens[0] >> 64));
+    // The prefix is the process's random draw, in the high half: without it, two replicas'
+    // counters would hand out the same tokens (zero by chance has odds of 2^-64).
+    assert_ne!(
+        tokens[0] >> 64,
+        0,
+        "the per-process prefix is in the high 64 bits"
+    );
 }
 
 /// A readiness check asks the store: a receiver in memory is ready at once; one on Redis is
