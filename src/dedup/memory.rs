@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, UNIX_EPOCH};
 
-use lru::LruCache;
+use schnellru::{ByLength, LruMap};
+use siphasher::sip128::SipHasher13;
 
 use super::{ClaimToken, DedupKey, IdempotencyStore, StoreClaim, StoreFuture, millis};
 use crate::clock::{Clock, SystemClock};
@@ -30,7 +31,14 @@ impl Entry {
     }
 }
 
-type Shard = Mutex<LruCache<DedupKey, Entry>>;
+/// What a shard keeps of a key: its 128-bit SipHash-1-3 under the store's random key, held
+/// inline. A copy of the key's text cost an allocation per new key; with 100 000 keys at a time,
+/// two different keys share a digest with odds of about 2^-95, and choosing two that do needs
+/// the store's key, which never leaves the process.
+type KeyDigest = u128;
+
+type ShardMap = LruMap<KeyDigest, Entry, ByLength>;
+type Shard = Mutex<ShardMap>;
 
 /// The default store: a bounded, sharded LRU in this process's memory.
 ///
@@ -43,13 +51,14 @@ type Shard = Mutex<LruCache<DedupKey, Entry>>;
 ///   ([`MemoryStore::evictions`]). A key evicted before its TTL can be handled again, so size
 ///   the capacity above your peak events per TTL.
 /// * Sharded: keys are spread over independent locks, so concurrent requests rarely wait.
+/// * Compact: it keeps a 16-byte keyed digest of each key, not the key's text, in a table of
+///   its own, so remembering a new key allocates nothing.
 /// * Its clock is injectable ([`MemoryStore::with_clock`]), so tests can expire leases and
 ///   TTLs without sleeping.
 pub struct MemoryStore {
     shards: Box<[Shard]>,
-    /// The LRU's own hasher (foldhash), for picking a shard: SipHash's protection against
-    /// chosen collisions buys nothing here, as keys come from verified deliveries only.
-    hasher: lru::DefaultHasher,
+    /// Keyed with random keys when the store is made, so digests differ from store to store.
+    digester: SipHasher13,
     clock: Arc<dyn Clock>,
     capacity: usize,
     evictions: AtomicU64,
@@ -89,12 +98,18 @@ impl MemoryStore {
             .map(|i| {
                 // Spread the remainder so the shard capacities add up to exactly `capacity`.
                 let size = capacity / shard_count + usize::from(i < capacity % shard_count);
-                Mutex::new(LruCache::new(NonZeroUsize::new(size).expect("size ≥ 1")))
+                // The map counts in `u32`: a shard of more keys than that holds fewer, never
+                // more, than asked (over 68 billion keys in all).
+                let limit = ByLength::new(u32::try_from(size).unwrap_or(u32::MAX));
+                Mutex::new(LruMap::new(limit))
             })
             .collect();
+        // Two outputs of the standard library's randomly keyed SipHash: random keys without a
+        // call that can fail.
+        let random = RandomState::new();
         Self {
             shards,
-            hasher: lru::DefaultHasher::default(),
+            digester: SipHasher13::new_with_keys(random.hash_one(0_u8), random.hash_one(1_u8)),
             clock: Arc::new(SystemClock),
             capacity,
             evictions: AtomicU64::new(0),
@@ -127,9 +142,12 @@ impl MemoryStore {
         self.evictions.load(Ordering::Relaxed)
     }
 
-    fn shard(&self, key: &DedupKey) -> &Shard {
-        let index = self.hasher.hash_one(key) as usize % self.shards.len();
-        &self.shards[index]
+    /// The key's digest, and the shard that holds it, picked by the digest's high half (the
+    /// map hashes the whole digest again for its own table).
+    fn locate(&self, key: &DedupKey) -> (KeyDigest, &Shard) {
+        let digest = self.digester.hash(key.as_str().as_bytes()).as_u128();
+        let index = ((digest >> 64) as u64 % self.shards.len() as u64) as usize;
+        (digest, &self.shards[index])
     }
 
     fn now_ms(&self) -> u64 {
@@ -143,12 +161,13 @@ impl MemoryStore {
 
     fn claim_now(&self, key: &DedupKey, token: ClaimToken, lease: Duration) -> StoreClaim {
         let now = self.now_ms();
-        let mut shard = lock(self.shard(key));
+        let (digest, shard) = self.locate(key);
+        let mut shard = lock(shard);
         let claimed = Entry::InFlight {
             token,
             until_ms: now.saturating_add(millis(lease)),
         };
-        match shard.get_mut(key) {
+        match shard.get(&digest) {
             Some(Entry::Done { until_ms }) if *until_ms > now => StoreClaim::Completed,
             Some(Entry::InFlight { until_ms, .. }) if *until_ms > now => StoreClaim::InFlight,
             Some(expired) => {
@@ -156,15 +175,18 @@ impl MemoryStore {
                 StoreClaim::Acquired
             }
             None => {
-                self.insert(&mut shard, key, claimed);
+                self.insert(&mut shard, digest, claimed);
                 StoreClaim::Acquired
             }
         }
     }
 
-    /// Adds a key that is not stored, counting the entry the LRU evicts to make room.
-    fn insert(&self, shard: &mut LruCache<DedupKey, Entry>, key: &DedupKey, entry: Entry) {
-        if shard.push(key.clone(), entry).is_some() {
+    /// Adds a key that is not stored, counting the entry the LRU evicts to make room: a new key
+    /// that leaves the shard's length as it was pushed the least recently used one out.
+    fn insert(&self, shard: &mut ShardMap, digest: KeyDigest, entry: Entry) {
+        let before = shard.len();
+        shard.insert(digest, entry);
+        if shard.len() == before {
             self.evictions.fetch_add(1, Ordering::Relaxed);
             crate::receiver::telemetry::dedup_eviction();
         }
@@ -177,11 +199,12 @@ impl MemoryStore {
         ttl: Duration,
     ) -> Result<(), DedupError> {
         let now = self.now_ms();
-        let mut shard = lock(self.shard(key));
+        let (digest, shard) = self.locate(key);
+        let mut shard = lock(shard);
         let done = Entry::Done {
             until_ms: now.saturating_add(millis(ttl)),
         };
-        match shard.get_mut(key) {
+        match shard.get(&digest) {
             Some(entry) => {
                 let ours = matches!(entry, Entry::InFlight { token: held, .. } if *held == token);
                 if !ours && entry.until_ms() > now {
@@ -193,7 +216,7 @@ impl MemoryStore {
                 *entry = done;
             }
             // Evicted meanwhile: record it anyway.
-            None => self.insert(&mut shard, key, done),
+            None => self.insert(&mut shard, digest, done),
         }
         Ok(())
     }
@@ -205,8 +228,9 @@ impl MemoryStore {
         lease: Duration,
     ) -> Result<(), DedupError> {
         let now = self.now_ms();
-        let mut shard = lock(self.shard(key));
-        match shard.get_mut(key) {
+        let (digest, shard) = self.locate(key);
+        let mut shard = lock(shard);
+        match shard.get(&digest) {
             // Still ours, even if its lease ran out: nobody else took it meanwhile.
             Some(Entry::InFlight {
                 token: held,
@@ -222,9 +246,10 @@ impl MemoryStore {
     }
 
     fn release_now(&self, key: &DedupKey, token: ClaimToken) {
-        let mut shard = lock(self.shard(key));
-        if matches!(shard.peek(key), Some(Entry::InFlight { token: t, .. }) if *t == token) {
-            shard.pop(key);
+        let (digest, shard) = self.locate(key);
+        let mut shard = lock(shard);
+        if matches!(shard.peek(&digest), Some(Entry::InFlight { token: t, .. }) if *t == token) {
+            shard.remove(&digest);
         }
     }
 }
@@ -248,7 +273,7 @@ where
     Box::pin(Answered(answer))
 }
 
-fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, LruCache<DedupKey, Entry>> {
+fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, ShardMap> {
     // A panic never happens while a shard is locked, and the map stays consistent anyway.
     shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
