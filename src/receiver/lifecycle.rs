@@ -17,9 +17,11 @@ use crate::error::DedupError;
 
 /// A delivery that passed every check and holds its claim, ready for your handler.
 ///
-/// The integrations [`run`](Admitted::run) it in a task of its own, so the handler finishes
-/// even if the platform hangs up at its 5 s deadline. Without an integration, call `run`
-/// yourself, or take it apart with [`into_parts`](Admitted::into_parts) and settle the claim.
+/// The integrations [`run`](Admitted::run) it to completion, so the handler finishes even if
+/// the platform hangs up at its 5 s deadline: axum's runs it in the request and moves it to a
+/// task only if the request is dropped first; actix-web's runs it in a task of its own.
+/// Without an integration, call `run` yourself, or take it apart with
+/// [`into_parts`](Admitted::into_parts) and settle the claim.
 #[derive(Debug)]
 #[must_use = "an admitted delivery must be run or settled; dropping it releases its claim"]
 pub struct Admitted {
