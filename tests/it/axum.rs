@@ -504,15 +504,24 @@ async fn the_axum_example_in_inbox_mode_prints_the_same_lines_from_its_workers()
     drive_example_receiver("axum_receiver", Some(&inbox)).await;
 }
 
+/// The real-time bound on the PostgreSQL example's test (about 3 s): a store that hangs fails
+/// it instead of holding the run.
+#[cfg(feature = "postgres")]
+const POSTGRES_EXAMPLE_BOUND: Duration = Duration::from_secs(60);
+
 /// `AISOULE_INBOX=postgres://…`: the same contract on PostgreSQL. The only test on the shared
 /// server's default schema, which the example's inbox uses.
 #[cfg(feature = "postgres")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_axum_example_in_inbox_mode_on_postgresql_prints_the_same_lines() {
-    let Some(server) = crate::postgres_server::PostgresServer::shared() else {
-        return;
-    };
-    drive_example_receiver("axum_receiver", Some(&server.url())).await;
+#[test]
+fn the_axum_example_in_inbox_mode_on_postgresql_prints_the_same_lines() {
+    use crate::support::{two_workers, within_real_time};
+
+    within_real_time(two_workers(), POSTGRES_EXAMPLE_BOUND, || async {
+        let Some(server) = crate::postgres_server::PostgresServer::shared() else {
+            return;
+        };
+        drive_example_receiver("axum_receiver", Some(&server.url())).await;
+    });
 }
 
 #[tokio::test]

@@ -21,6 +21,11 @@ use axum::routing::post;
 
 use crate::e2e;
 use crate::inbox::message;
+use crate::support::{two_workers, within_real_time};
+
+/// The real-time bound on each crash test (they take a few seconds, and wait at most 60 s for
+/// the handled log): a receiver that never answers fails the test instead of holding the run.
+const TEST_BOUND: Duration = Duration::from_secs(100);
 
 const CHILD_INBOX: &str = "AISOULE_CRASH_CHILD_INBOX";
 const CHILD_LOG: &str = "AISOULE_CRASH_CHILD_LOG";
@@ -282,11 +287,13 @@ pub(crate) async fn every_answered_delivery_survives_sigkill(spec: &str, dir: &P
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_every_answered_delivery_survives_sigkill_mid_handler() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = format!("sqlite:{}", dir.path().join("inbox.db").display());
-    every_answered_delivery_survives_sigkill(&spec, dir.path()).await;
+#[test]
+fn sqlite_every_answered_delivery_survives_sigkill_mid_handler() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = format!("sqlite:{}", dir.path().join("inbox.db").display());
+        every_answered_delivery_survives_sigkill(&spec, dir.path()).await;
+    });
 }
 
 #[cfg(feature = "postgres")]
@@ -299,62 +306,66 @@ mod postgres {
         format!("{}#{}", server.url(), unique_schema("crash"))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_every_answered_delivery_survives_sigkill_mid_handler() {
-        let Some(server) = PostgresServer::shared() else {
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        every_answered_delivery_survives_sigkill(&spec(server), dir.path()).await;
+    #[test]
+    fn postgres_every_answered_delivery_survives_sigkill_mid_handler() {
+        within_real_time(two_workers(), TEST_BOUND, || async {
+            let Some(server) = PostgresServer::shared() else {
+                return;
+            };
+            let dir = tempfile::tempdir().unwrap();
+            every_answered_delivery_survives_sigkill(&spec(server), dir.path()).await;
+        });
     }
 
     /// Two receiver processes on one PostgreSQL inbox, each delivery sent to one of them and
     /// its redelivery to the other, as a load balancer would: every event is handled exactly
     /// once, on its first attempt.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_replicas_on_one_database_handle_each_event_once() {
-        let Some(server) = PostgresServer::shared() else {
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("handled.log");
-        let spec = spec(server);
-        let ports = [free_port(), free_port()];
-        let mut replicas = Vec::new();
-        for port in ports {
-            replicas.push(start_child(&spec, &log, port).await);
-        }
-        let urls = ports.map(|port| format!("http://127.0.0.1:{port}/webhook"));
-        let sends = (0..100).map(|i| {
-            let urls = urls.clone();
-            async move {
-                let delivery = message(&format!("replica-{i}"));
-                let first = e2e::post(&urls[i % 2], &delivery).await;
-                let again = e2e::post(&urls[(i + 1) % 2], &delivery).await;
-                (first, again)
+    #[test]
+    fn two_replicas_on_one_database_handle_each_event_once() {
+        within_real_time(two_workers(), TEST_BOUND, || async {
+            let Some(server) = PostgresServer::shared() else {
+                return;
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let log = dir.path().join("handled.log");
+            let spec = spec(server);
+            let ports = [free_port(), free_port()];
+            let mut replicas = Vec::new();
+            for port in ports {
+                replicas.push(start_child(&spec, &log, port).await);
+            }
+            let urls = ports.map(|port| format!("http://127.0.0.1:{port}/webhook"));
+            let sends = (0..100).map(|i| {
+                let urls = urls.clone();
+                async move {
+                    let delivery = message(&format!("replica-{i}"));
+                    let first = e2e::post(&urls[i % 2], &delivery).await;
+                    let again = e2e::post(&urls[(i + 1) % 2], &delivery).await;
+                    (first, again)
+                }
+            });
+            for (first, again) in futures_util::future::join_all(sends).await {
+                assert_eq!(first, (200, r#"{"status":"accepted"}"#.to_owned()));
+                assert_eq!(again, (200, r#"{"status":"duplicate"}"#.to_owned()));
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while handled(&log).len() < 100 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "not every event was handled"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // Let any second run show itself before looking.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for mut replica in replicas {
+                replica.kill().await.unwrap();
+            }
+            let handled = handled(&log);
+            assert_eq!(handled.len(), 100);
+            for (id, attempts) in &handled {
+                assert_eq!(attempts, &vec![1], "{id} ran on attempts {attempts:?}");
             }
         });
-        for (first, again) in futures_util::future::join_all(sends).await {
-            assert_eq!(first, (200, r#"{"status":"accepted"}"#.to_owned()));
-            assert_eq!(again, (200, r#"{"status":"duplicate"}"#.to_owned()));
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while handled(&log).len() < 100 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not every event was handled"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // Let any second run show itself before looking.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        for mut replica in replicas {
-            replica.kill().await.unwrap();
-        }
-        let handled = handled(&log);
-        assert_eq!(handled.len(), 100);
-        for (id, attempts) in &handled {
-            assert_eq!(attempts, &vec![1], "{id} ran on attempts {attempts:?}");
-        }
     }
 }

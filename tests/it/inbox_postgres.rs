@@ -5,7 +5,6 @@
 //! test, which kills its own server.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -14,58 +13,14 @@ use aisoule_webhooks::inbox::postgres::PostgresStore;
 use aisoule_webhooks::inbox::{InboxStore, Inserted, JobFilter, JobId, JobState, NewDelivery};
 use bytes::Bytes;
 use futures_util::future::join_all;
-use tokio::runtime::Builder;
 
 use crate::postgres_server::{PostgresServer, unique_schema};
+use crate::support::{two_workers, within_real_time};
 
 /// The real-time bound on each test here: as long as the longest of their tokio timeouts, and
 /// short enough that a test which only ends at the bound still ends within `cargo mutants`'
 /// 120 s test timeout, after the tests that ran before it.
 const TEST_BOUND: Duration = Duration::from_secs(60);
-
-/// The runtime `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` would build.
-fn two_workers() -> Builder {
-    let mut runtime = Builder::new_multi_thread();
-    runtime.worker_threads(2);
-    runtime
-}
-
-/// Runs `test` on a runtime from `runtime`, on a thread of its own, and fails if it has not
-/// ended within [`TEST_BOUND`] of real time. A batcher that never yields holds its worker
-/// thread: no timer can stop it, and dropping the runtime, as `#[tokio::test]` does even after
-/// a failure, waits for that thread for ever. So the bound comes from this thread, and the
-/// runtime is shut down without waiting for its workers, whatever the outcome.
-fn within_real_time<F>(mut runtime: Builder, test: impl FnOnce() -> F + Send + 'static)
-where
-    F: Future<Output = ()>,
-{
-    let (ended, outcome) = std::sync::mpsc::channel();
-    let (abandon, abandoned) = tokio::sync::oneshot::channel::<()>();
-    std::thread::spawn(move || {
-        let runtime = runtime.enable_all().build().expect("a runtime");
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            runtime.block_on(async {
-                tokio::select! {
-                    () = test() => {}
-                    _ = abandoned => {}
-                }
-            })
-        }));
-        runtime.shutdown_background();
-        let _ = ended.send(result);
-    });
-    match outcome.recv_timeout(TEST_BOUND) {
-        Ok(Ok(())) => {}
-        // The test panicked: fail with its own message.
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => {
-            // Stops the runtime's tasks if its thread still polls them; a task that never
-            // yields keeps its worker thread until the process ends.
-            let _ = abandon.send(());
-            panic!("the test did not end within {TEST_BOUND:?} of real time")
-        }
-    }
-}
 
 /// A fixed start, so that times are exact: the store has no clock of its own.
 fn t0() -> SystemTime {
@@ -112,7 +67,7 @@ async fn new_id(store: &impl InboxStore, d: NewDelivery) -> JobId {
 
 #[test]
 fn one_key_inserted_64_times_at_once_is_new_exactly_once() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some((_, _, store)) = fresh("dup_batch").await else {
             return;
         };
@@ -141,7 +96,7 @@ fn one_key_inserted_64_times_at_once_is_new_exactly_once() {
 
 #[test]
 fn a_batch_of_distinct_keys_gets_ids_in_insertion_order() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some((_, _, store)) = fresh("batch_order").await else {
             return;
         };
@@ -166,7 +121,7 @@ fn a_batch_of_distinct_keys_gets_ids_in_insertion_order() {
 
 #[test]
 fn text_postgres_cannot_store_fails_only_its_own_delivery() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some((_, _, store)) = fresh("nul").await else {
             return;
         };
@@ -208,7 +163,7 @@ fn text_postgres_cannot_store_fails_only_its_own_delivery() {
 
 #[test]
 fn two_replicas_claiming_at_once_never_share_a_row() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         const ROWS: usize = 500;
         let Some((url, schema, first)) = fresh("replicas").await else {
             return;
@@ -267,7 +222,7 @@ fn two_replicas_claiming_at_once_never_share_a_row() {
 
 #[test]
 fn a_lease_taken_over_by_the_other_replica_cannot_be_settled_by_the_stale_one() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some((url, schema, stale)) = fresh("takeover").await else {
             return;
         };
@@ -326,7 +281,7 @@ fn a_lease_taken_over_by_the_other_replica_cannot_be_settled_by_the_stale_one() 
 
 #[test]
 fn a_row_goes_through_its_whole_life() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some((_, _, store)) = fresh("life").await else {
             return;
         };
@@ -475,7 +430,7 @@ fn a_row_goes_through_its_whole_life() {
 
 #[test]
 fn ordered_claims_wait_for_the_conversations_earlier_rows_even_with_an_expired_lease() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some((_, _, store)) = fresh("ordered").await else {
             return;
         };
@@ -499,7 +454,7 @@ fn ordered_claims_wait_for_the_conversations_earlier_rows_even_with_an_expired_l
 
 #[test]
 fn stores_connecting_at_once_create_the_table_once() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some(server) = PostgresServer::shared() else {
             return;
         };
@@ -520,7 +475,7 @@ fn stores_connecting_at_once_create_the_table_once() {
 
 #[test]
 fn a_dead_server_is_an_error_not_a_hang_and_acked_rows_survive_it() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some(mut server) = PostgresServer::start() else {
             return;
         };
@@ -685,8 +640,9 @@ mod suite {
     use aisoule_webhooks::inbox::postgres::PostgresStore;
     use aisoule_webhooks::test_util::inbox_suite::{self, InboxUnderTest};
 
-    use super::{two_workers, within_real_time};
+    use super::TEST_BOUND;
     use crate::postgres_server::{PostgresServer, unique_schema};
+    use crate::support::{two_workers, within_real_time};
 
     struct Postgres {
         url: String,
@@ -728,7 +684,7 @@ mod suite {
 
     #[test]
     fn the_postgres_store_passes_the_inbox_suite() {
-        within_real_time(two_workers(), || async {
+        within_real_time(two_workers(), TEST_BOUND, || async {
             let Some(server) = PostgresServer::shared() else {
                 return;
             };
@@ -768,7 +724,7 @@ INSERT INTO {schema}.aisoule_inbox (key, state, body, headers, secret_label, rec
 
 #[test]
 fn a_table_from_before_accounts_gets_the_column_and_keeps_its_rows() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some(server) = PostgresServer::shared() else {
             return;
         };
@@ -826,7 +782,7 @@ fn a_table_from_before_accounts_gets_the_column_and_keeps_its_rows() {
 
 #[test]
 fn a_server_that_stops_answering_fails_each_operation_at_the_timeout() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some(server) = PostgresServer::shared() else {
             return;
         };
@@ -910,7 +866,7 @@ fn a_server_that_stops_answering_fails_each_operation_at_the_timeout() {
 
 #[test]
 fn the_store_and_its_builder_show_their_settings_but_never_the_url() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some(server) = PostgresServer::shared() else {
             return;
         };
@@ -946,7 +902,7 @@ fn the_store_and_its_builder_show_their_settings_but_never_the_url() {
 
 #[test]
 fn a_batch_the_server_refuses_fails_each_insert_with_the_servers_error() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some((url, schema, store)) = fresh("refused").await else {
             return;
         };
@@ -993,7 +949,7 @@ fn a_batch_the_server_refuses_fails_each_insert_with_the_servers_error() {
 
 #[test]
 fn dropping_the_store_closes_its_connections() {
-    within_real_time(two_workers(), || async {
+    within_real_time(two_workers(), TEST_BOUND, || async {
         let Some(server) = PostgresServer::shared() else {
             return;
         };
@@ -1041,28 +997,32 @@ fn dropping_the_store_closes_its_connections() {
 /// are written by one statement, whatever the machine's load.
 #[test]
 fn one_key_queued_four_times_in_one_batch_is_new_once() {
-    within_real_time(tokio::runtime::Builder::new_current_thread(), || async {
-        let Some((_, _, store)) = fresh("dup_one_batch").await else {
-            return;
-        };
-        let results = tokio::time::timeout(
-            Duration::from_secs(30),
-            join_all((0..4).map(|_| store.insert(delivery("same", None)))),
-        )
-        .await
-        .expect("the inserts answer");
-        let results: Vec<Inserted> = results.into_iter().map(|r| r.expect("inserts")).collect();
-        assert!(
-            matches!(
-                results[..],
-                [
-                    Inserted::New(_),
-                    Inserted::Duplicate,
-                    Inserted::Duplicate,
-                    Inserted::Duplicate
-                ]
-            ),
-            "the first insert of the key is new, the others duplicates: {results:?}"
-        );
-    });
+    within_real_time(
+        tokio::runtime::Builder::new_current_thread(),
+        TEST_BOUND,
+        || async {
+            let Some((_, _, store)) = fresh("dup_one_batch").await else {
+                return;
+            };
+            let results = tokio::time::timeout(
+                Duration::from_secs(30),
+                join_all((0..4).map(|_| store.insert(delivery("same", None)))),
+            )
+            .await
+            .expect("the inserts answer");
+            let results: Vec<Inserted> = results.into_iter().map(|r| r.expect("inserts")).collect();
+            assert!(
+                matches!(
+                    results[..],
+                    [
+                        Inserted::New(_),
+                        Inserted::Duplicate,
+                        Inserted::Duplicate,
+                        Inserted::Duplicate
+                    ]
+                ),
+                "the first insert of the key is new, the others duplicates: {results:?}"
+            );
+        },
+    );
 }

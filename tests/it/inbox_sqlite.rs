@@ -13,6 +13,12 @@ use aisoule_webhooks::inbox::{InboxStore, Inserted, JobFilter, NewDelivery};
 use aisoule_webhooks::test_util::inbox_suite::{self, InboxUnderTest};
 use bytes::Bytes;
 
+use crate::support::{two_workers, within_real_time};
+
+/// The real-time bound on each test here (they take about a second): a store that hangs or a
+/// writer thread that spins fails the test instead of holding the run.
+const TEST_BOUND: Duration = Duration::from_secs(60);
+
 /// A new file per case in one temporary directory; `reopen` opens the latest file again.
 struct Sqlite {
     dir: tempfile::TempDir,
@@ -59,9 +65,11 @@ impl InboxUnderTest for Sqlite {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_inbox_suite_passes_on_sqlite() {
-    inbox_suite::run_all(&Sqlite::new()).await;
+#[test]
+fn the_inbox_suite_passes_on_sqlite() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        inbox_suite::run_all(&Sqlite::new()).await;
+    });
 }
 
 fn delivery(key: &str, body: Bytes) -> NewDelivery {
@@ -168,153 +176,163 @@ fn an_unusable_directory_is_a_clear_error() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_inserts_share_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("inbox.sqlite3")).unwrap());
-    let inserts = 500;
-    let barrier = Arc::new(tokio::sync::Barrier::new(inserts));
-    let tasks: Vec<_> = (0..inserts)
-        .map(|i| {
-            let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                store
-                    .insert(delivery(&format!("group:{i}"), Bytes::from_static(b"{}")))
-                    .await
+#[test]
+fn concurrent_inserts_share_commits() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("inbox.sqlite3")).unwrap());
+        let inserts = 500;
+        let barrier = Arc::new(tokio::sync::Barrier::new(inserts));
+        let tasks: Vec<_> = (0..inserts)
+            .map(|i| {
+                let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store
+                        .insert(delivery(&format!("group:{i}"), Bytes::from_static(b"{}")))
+                        .await
+                })
             })
-        })
-        .collect();
-    for task in tasks {
-        assert!(matches!(task.await.unwrap(), Ok(Inserted::New(_))));
-    }
-    let commits = store.commits();
-    assert!(
-        commits < inserts as u64 / 4,
-        "{inserts} concurrent inserts took {commits} commits: group commit is not batching"
-    );
-    assert_eq!(store.stats().await.unwrap().pending, inserts as u64);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn closing_answers_or_errors_every_queued_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inbox.sqlite3");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
-    let tasks: Vec<_> = (0..300)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                store
-                    .insert(delivery(&format!("close:{i}"), Bytes::from_static(b"{}")))
-                    .await
-            })
-        })
-        .collect();
-    tokio::task::yield_now().await;
-    store.close();
-    let mut answered = 0;
-    for task in tasks {
-        let answer = tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("a request queued at shutdown must not hang")
-            .unwrap();
-        match answer {
-            Ok(Inserted::New(_)) => answered += 1,
-            Err(InboxError::Closed) => {}
-            other => panic!("a queued insert must be answered or closed, got {other:?}"),
+            .collect();
+        for task in tasks {
+            assert!(matches!(task.await.unwrap(), Ok(Inserted::New(_))));
         }
-    }
-    assert!(matches!(
-        store.insert(delivery("close:late", Bytes::new())).await,
-        Err(InboxError::Closed)
-    ));
-    store.close(); // again: nothing happens
-    drop(store);
-
-    let reopened = SqliteStore::open(&path).unwrap();
-    let rows = reopened.list(JobFilter::default()).await.unwrap();
-    assert_eq!(
-        rows.len(),
-        answered,
-        "every insert answered New was committed, and only those"
-    );
+        let commits = store.commits();
+        assert!(
+            commits < inserts as u64 / 4,
+            "{inserts} concurrent inserts took {commits} commits: group commit is not batching"
+        );
+        assert_eq!(store.stats().await.unwrap().pending, inserts as u64);
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_the_last_reference_while_inserts_are_queued_never_hangs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("inbox.sqlite3")).unwrap());
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                let answer = store
-                    .insert(delivery(&format!("drop:{i}"), Bytes::from_static(b"{}")))
-                    .await;
-                drop(store); // one of these is the last reference: its drop closes the file
-                answer
+#[test]
+fn closing_answers_or_errors_every_queued_request() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.sqlite3");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .insert(delivery(&format!("close:{i}"), Bytes::from_static(b"{}")))
+                        .await
+                })
             })
-        })
-        .collect();
-    drop(store);
-    for task in tasks {
-        let answer = tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("no request hangs")
-            .unwrap();
-        assert!(matches!(answer, Ok(Inserted::New(_))), "{answer:?}");
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_engine_error_is_an_error_never_a_false_new() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inbox.sqlite3");
-    let store = SqliteStore::open(&path).unwrap();
-    store
-        .insert(delivery("engine:1", Bytes::new()))
-        .await
-        .unwrap();
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch("DROP TABLE aisoule_inbox")
-        .unwrap();
-    match store.insert(delivery("engine:2", Bytes::new())).await {
-        Err(e @ InboxError::Store { operation, .. }) => {
-            assert_eq!(operation, "insert a delivery");
-            assert!(std::error::Error::source(&e).is_some());
+            .collect();
+        tokio::task::yield_now().await;
+        store.close();
+        let mut answered = 0;
+        for task in tasks {
+            let answer = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("a request queued at shutdown must not hang")
+                .unwrap();
+            match answer {
+                Ok(Inserted::New(_)) => answered += 1,
+                Err(InboxError::Closed) => {}
+                other => panic!("a queued insert must be answered or closed, got {other:?}"),
+            }
         }
-        other => panic!("an insert into a missing table must fail, got {other:?}"),
-    }
-    assert!(matches!(store.stats().await, Err(InboxError::Store { .. })));
+        assert!(matches!(
+            store.insert(delivery("close:late", Bytes::new())).await,
+            Err(InboxError::Closed)
+        ));
+        store.close(); // again: nothing happens
+        drop(store);
+
+        let reopened = SqliteStore::open(&path).unwrap();
+        let rows = reopened.list(JobFilter::default()).await.unwrap();
+        assert_eq!(
+            rows.len(),
+            answered,
+            "every insert answered New was committed, and only those"
+        );
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reads_answer_while_the_writer_waits_for_a_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inbox.sqlite3");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
-    store
-        .insert(delivery("lock:1", Bytes::new()))
-        .await
-        .unwrap();
-    // Another process (a backup, an operator's shell) holds the write lock for a while.
-    let other = rusqlite::Connection::open(&path).unwrap();
-    other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let waiting = {
-        let store = Arc::clone(&store);
-        tokio::spawn(async move { store.insert(delivery("lock:2", Bytes::new())).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let stats = tokio::time::timeout(Duration::from_secs(2), store.stats())
-        .await
-        .expect("a read must not wait for the writer")
-        .unwrap();
-    assert_eq!(stats.pending, 1, "the read sees the last commit");
-    assert!(!waiting.is_finished(), "the insert waits for the lock");
-    other.execute_batch("COMMIT").unwrap();
-    assert!(matches!(waiting.await.unwrap(), Ok(Inserted::New(_))));
+#[test]
+fn dropping_the_last_reference_while_inserts_are_queued_never_hangs() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("inbox.sqlite3")).unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let answer = store
+                        .insert(delivery(&format!("drop:{i}"), Bytes::from_static(b"{}")))
+                        .await;
+                    drop(store); // one of these is the last reference: its drop closes the file
+                    answer
+                })
+            })
+            .collect();
+        drop(store);
+        for task in tasks {
+            let answer = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("no request hangs")
+                .unwrap();
+            assert!(matches!(answer, Ok(Inserted::New(_))), "{answer:?}");
+        }
+    });
+}
+
+#[test]
+fn an_engine_error_is_an_error_never_a_false_new() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.sqlite3");
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .insert(delivery("engine:1", Bytes::new()))
+            .await
+            .unwrap();
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE aisoule_inbox")
+            .unwrap();
+        match store.insert(delivery("engine:2", Bytes::new())).await {
+            Err(e @ InboxError::Store { operation, .. }) => {
+                assert_eq!(operation, "insert a delivery");
+                assert!(std::error::Error::source(&e).is_some());
+            }
+            other => panic!("an insert into a missing table must fail, got {other:?}"),
+        }
+        assert!(matches!(store.stats().await, Err(InboxError::Store { .. })));
+    });
+}
+
+#[test]
+fn reads_answer_while_the_writer_waits_for_a_lock() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.sqlite3");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        store
+            .insert(delivery("lock:1", Bytes::new()))
+            .await
+            .unwrap();
+        // Another process (a backup, an operator's shell) holds the write lock for a while.
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let waiting = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.insert(delivery("lock:2", Bytes::new())).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stats = tokio::time::timeout(Duration::from_secs(2), store.stats())
+            .await
+            .expect("a read must not wait for the writer")
+            .unwrap();
+        assert_eq!(stats.pending, 1, "the read sees the last commit");
+        assert!(!waiting.is_finished(), "the insert waits for the lock");
+        other.execute_batch("COMMIT").unwrap();
+        assert!(matches!(waiting.await.unwrap(), Ok(Inserted::New(_))));
+    });
 }
 
 /// Inserts `keys` concurrently, and checks that the rows in the file are exactly those
@@ -362,40 +380,42 @@ async fn insert_all_and_compare(store: &Arc<SqliteStore>, keys: Vec<String>) -> 
     failed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_statement_fails_only_its_request_and_a_rolled_back_batch_fails_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("inbox.sqlite3");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
-    // Another connection (an operator, a migration) makes some inserts fail.
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON aisoule_inbox WHEN NEW.key LIKE 'refuse%' \
-             BEGIN SELECT RAISE(ABORT, 'refused'); END; \
-             CREATE TRIGGER poison BEFORE INSERT ON aisoule_inbox WHEN NEW.key LIKE 'poison%' \
-             BEGIN SELECT RAISE(ROLLBACK, 'poisoned'); END;",
-        )
-        .unwrap();
+#[test]
+fn a_failed_statement_fails_only_its_request_and_a_rolled_back_batch_fails_all() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.sqlite3");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        // Another connection (an operator, a migration) makes some inserts fail.
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON aisoule_inbox WHEN NEW.key LIKE 'refuse%' \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END; \
+                 CREATE TRIGGER poison BEFORE INSERT ON aisoule_inbox WHEN NEW.key LIKE 'poison%' \
+                 BEGIN SELECT RAISE(ROLLBACK, 'poisoned'); END;",
+            )
+            .unwrap();
 
-    // ABORT undoes one statement: only that request fails.
-    let mut keys: Vec<String> = (0..200).map(|i| format!("ok:{i}")).collect();
-    keys.insert(100, "refuse:1".to_owned());
-    let failed = insert_all_and_compare(&store, keys).await;
-    assert_eq!(failed, ["refuse:1"], "only the refused insert fails");
+        // ABORT undoes one statement: only that request fails.
+        let mut keys: Vec<String> = (0..200).map(|i| format!("ok:{i}")).collect();
+        keys.insert(100, "refuse:1".to_owned());
+        let failed = insert_all_and_compare(&store, keys).await;
+        assert_eq!(failed, ["refuse:1"], "only the refused insert fails");
 
-    // ROLLBACK undoes the whole transaction: every request of its batch must fail, none may
-    // be told New.
-    let mut keys: Vec<String> = (0..200).map(|i| format!("mate:{i}")).collect();
-    keys.insert(100, "poison:1".to_owned());
-    let failed = insert_all_and_compare(&store, keys).await;
-    assert!(failed.contains(&"poison:1".to_owned()));
+        // ROLLBACK undoes the whole transaction: every request of its batch must fail, none may
+        // be told New.
+        let mut keys: Vec<String> = (0..200).map(|i| format!("mate:{i}")).collect();
+        keys.insert(100, "poison:1".to_owned());
+        let failed = insert_all_and_compare(&store, keys).await;
+        assert!(failed.contains(&"poison:1".to_owned()));
 
-    // The store goes on working.
-    assert!(matches!(
-        store.insert(delivery("after", Bytes::new())).await,
-        Ok(Inserted::New(_))
-    ));
+        // The store goes on working.
+        assert!(matches!(
+            store.insert(delivery("after", Bytes::new())).await,
+            Ok(Inserted::New(_))
+        ));
+    });
 }
 
 /// Not a timed test: prints the acknowledgements per second of 20 000 concurrent 1 KiB
@@ -455,61 +475,64 @@ INSERT INTO aisoule_inbox (key, state, body, headers, secret_label, received_at,
     VALUES ('before-the-upgrade', 'pending', X'7B7D', '[]', 'test', 1780000000000, 1780000000000);
 ";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_from_before_accounts_gets_the_column_and_keeps_its_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.sqlite3");
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .execute_batch(SCHEMA_BEFORE_ACCOUNTS)
-        .unwrap();
+#[test]
+fn a_file_from_before_accounts_gets_the_column_and_keeps_its_rows() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(SCHEMA_BEFORE_ACCOUNTS)
+            .unwrap();
 
-    let store = SqliteStore::open(&path).expect("a file from the previous version opens");
-    let inserted = tokio::time::timeout(
-        Duration::from_secs(10),
-        store.insert(NewDelivery {
-            account: Some("acme".to_owned()),
-            ..delivery("after-the-upgrade", Bytes::from_static(b"{}"))
-        }),
-    )
-    .await
-    .expect("the insert answers")
-    .expect("the upgraded table takes a row with an account");
-    assert!(matches!(inserted, Inserted::New(_)), "got {inserted:?}");
-    let claimed = tokio::time::timeout(
-        Duration::from_secs(10),
-        store.claim(
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_001),
-            Duration::from_secs(30),
-            10,
-            false,
-        ),
-    )
-    .await
-    .expect("the claim answers")
-    .expect("the upgraded table is claimed from");
-    let accounts: Vec<(&str, Option<&str>)> = claimed
-        .iter()
-        .map(|job| (job.key.as_str(), job.account.as_deref()))
-        .collect();
-    assert_eq!(
-        accounts,
-        [
-            ("before-the-upgrade", None),
-            ("after-the-upgrade", Some("acme"))
-        ],
-        "the old row is kept without an account, the new one has its own"
-    );
-    drop(store);
-
-    // Opened again, the upgraded file is left as it is.
-    let store = SqliteStore::open(&path).expect("an upgraded file opens again");
-    let listed = tokio::time::timeout(Duration::from_secs(10), store.list(JobFilter::default()))
+        let store = SqliteStore::open(&path).expect("a file from the previous version opens");
+        let inserted = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.insert(NewDelivery {
+                account: Some("acme".to_owned()),
+                ..delivery("after-the-upgrade", Bytes::from_static(b"{}"))
+            }),
+        )
         .await
-        .expect("the listing answers")
-        .unwrap();
-    assert_eq!(listed.len(), 2, "reopening keeps both rows");
-    assert_eq!(listed[1].account.as_deref(), Some("acme"));
+        .expect("the insert answers")
+        .expect("the upgraded table takes a row with an account");
+        assert!(matches!(inserted, Inserted::New(_)), "got {inserted:?}");
+        let claimed = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.claim(
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_001),
+                Duration::from_secs(30),
+                10,
+                false,
+            ),
+        )
+        .await
+        .expect("the claim answers")
+        .expect("the upgraded table is claimed from");
+        let accounts: Vec<(&str, Option<&str>)> = claimed
+            .iter()
+            .map(|job| (job.key.as_str(), job.account.as_deref()))
+            .collect();
+        assert_eq!(
+            accounts,
+            [
+                ("before-the-upgrade", None),
+                ("after-the-upgrade", Some("acme"))
+            ],
+            "the old row is kept without an account, the new one has its own"
+        );
+        drop(store);
+
+        // Opened again, the upgraded file is left as it is.
+        let store = SqliteStore::open(&path).expect("an upgraded file opens again");
+        let listed =
+            tokio::time::timeout(Duration::from_secs(10), store.list(JobFilter::default()))
+                .await
+                .expect("the listing answers")
+                .unwrap();
+        assert_eq!(listed.len(), 2, "reopening keeps both rows");
+        assert_eq!(listed[1].account.as_deref(), Some("acme"));
+    });
 }
 
 #[test]
@@ -533,43 +556,45 @@ fn the_store_shows_its_file_and_settings() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_batch_is_one_commit_and_a_batch_of_one_commits_every_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("one.sqlite3")).unwrap();
-    for (i, key) in ["commit:1", "commit:2"].into_iter().enumerate() {
-        let inserted = tokio::time::timeout(
-            Duration::from_secs(10),
-            store.insert(delivery(key, Bytes::new())),
-        )
-        .await
-        .expect("the insert answers");
-        assert!(matches!(inserted, Ok(Inserted::New(_))), "{inserted:?}");
-        assert_eq!(store.commits(), i as u64 + 1, "one insert, one commit");
-    }
-
-    // Below 1 is taken as 1. Every insert is queued before the writer has committed the
-    // first, so a batch larger than asked would show as fewer commits than inserts.
-    for max_batch in [0, 1] {
-        let path = dir.path().join(format!("batch-of-{max_batch}.sqlite3"));
-        let store = SqliteStore::builder(&path)
-            .max_batch(max_batch)
-            .open()
-            .unwrap();
-        let inserts = 64;
-        let answers = futures_util::future::join_all(
-            (0..inserts).map(|i| store.insert(delivery(&format!("one:{i}"), Bytes::new()))),
-        );
-        let answers = tokio::time::timeout(Duration::from_secs(30), answers)
+#[test]
+fn each_batch_is_one_commit_and_a_batch_of_one_commits_every_request() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("one.sqlite3")).unwrap();
+        for (i, key) in ["commit:1", "commit:2"].into_iter().enumerate() {
+            let inserted = tokio::time::timeout(
+                Duration::from_secs(10),
+                store.insert(delivery(key, Bytes::new())),
+            )
             .await
-            .expect("every insert answers");
-        assert!(answers.iter().all(|a| matches!(a, Ok(Inserted::New(_)))));
-        assert_eq!(
-            store.commits(),
-            inserts,
-            "max_batch({max_batch}) commits every request on its own"
-        );
-    }
+            .expect("the insert answers");
+            assert!(matches!(inserted, Ok(Inserted::New(_))), "{inserted:?}");
+            assert_eq!(store.commits(), i as u64 + 1, "one insert, one commit");
+        }
+
+        // Below 1 is taken as 1. Every insert is queued before the writer has committed the
+        // first, so a batch larger than asked would show as fewer commits than inserts.
+        for max_batch in [0, 1] {
+            let path = dir.path().join(format!("batch-of-{max_batch}.sqlite3"));
+            let store = SqliteStore::builder(&path)
+                .max_batch(max_batch)
+                .open()
+                .unwrap();
+            let inserts = 64;
+            let answers = futures_util::future::join_all(
+                (0..inserts).map(|i| store.insert(delivery(&format!("one:{i}"), Bytes::new()))),
+            );
+            let answers = tokio::time::timeout(Duration::from_secs(30), answers)
+                .await
+                .expect("every insert answers");
+            assert!(answers.iter().all(|a| matches!(a, Ok(Inserted::New(_)))));
+            assert_eq!(
+                store.commits(),
+                inserts,
+                "max_batch({max_batch}) commits every request on its own"
+            );
+        }
+    });
 }
 
 #[test]

@@ -25,6 +25,12 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 
+use crate::support::{paused_clock, two_workers, within_real_time};
+
+/// The real-time bound on each test here (the matrix takes about 30 s on 2 busy cores): a
+/// cell whose receiver or store hangs fails the test instead of holding the run.
+const TEST_BOUND: Duration = Duration::from_secs(100);
+
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -410,51 +416,53 @@ async fn drain(inbox: &Inbox) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_loss_matrix() {
-    let servers = Servers::start();
-    let modes = servers.modes();
-    let scenarios = scenarios();
-    let mut table: BTreeMap<(usize, Mode), Losses> = BTreeMap::new();
-    let mut cell = 0;
-    for (row, scenario) in scenarios.iter().enumerate() {
-        for &mode in &modes {
-            cell += 1;
-            let started = std::time::Instant::now();
-            let losses = run_cell(mode, scenario, &servers, cell).await;
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "loss matrix: {} × {}: {losses} ({:.1} s)",
-                scenario.name,
-                mode.name(),
-                started.elapsed().as_secs_f64()
-            );
-            table.insert((row, mode), losses);
+#[test]
+fn the_loss_matrix() {
+    within_real_time(paused_clock(), TEST_BOUND, || async {
+        let servers = Servers::start();
+        let modes = servers.modes();
+        let scenarios = scenarios();
+        let mut table: BTreeMap<(usize, Mode), Losses> = BTreeMap::new();
+        let mut cell = 0;
+        for (row, scenario) in scenarios.iter().enumerate() {
+            for &mode in &modes {
+                cell += 1;
+                let started = std::time::Instant::now();
+                let losses = run_cell(mode, scenario, &servers, cell).await;
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "loss matrix: {} × {}: {losses} ({:.1} s)",
+                    scenario.name,
+                    mode.name(),
+                    started.elapsed().as_secs_f64()
+                );
+                table.insert((row, mode), losses);
+            }
         }
-    }
-    print_table(&scenarios, &modes, &table);
+        print_table(&scenarios, &modes, &table);
 
-    for ((row, mode), losses) in &table {
-        let scenario = &scenarios[*row];
-        let cell = format!("{} × {}: {losses}", scenario.name, mode.name());
-        if mode.is_inbox() {
-            assert!(losses.lost.is_empty(), "{cell}: {:?}", losses.lost);
-            assert!(losses.twice.is_empty(), "{cell}: {:?}", losses.twice);
-            assert!(
-                losses.dropped_by_platform.is_empty(),
-                "{cell}: the inbox answers 200 to every verified delivery"
-            );
-        } else if scenario.inline_keeps_everything {
-            assert!(losses.lost.is_empty(), "{cell}: {:?}", losses.lost);
-            assert!(losses.twice.is_empty(), "{cell}: {:?}", losses.twice);
-            assert!(losses.dropped_by_platform.is_empty(), "{cell}");
-        } else {
-            // Inline mode loses these by design: the platform gives up, and says so.
-            assert!(losses.lost.is_empty(), "{cell}: {:?}", losses.lost);
-            assert!(!losses.dropped_by_platform.is_empty(), "{cell}");
+        for ((row, mode), losses) in &table {
+            let scenario = &scenarios[*row];
+            let cell = format!("{} × {}: {losses}", scenario.name, mode.name());
+            if mode.is_inbox() {
+                assert!(losses.lost.is_empty(), "{cell}: {:?}", losses.lost);
+                assert!(losses.twice.is_empty(), "{cell}: {:?}", losses.twice);
+                assert!(
+                    losses.dropped_by_platform.is_empty(),
+                    "{cell}: the inbox answers 200 to every verified delivery"
+                );
+            } else if scenario.inline_keeps_everything {
+                assert!(losses.lost.is_empty(), "{cell}: {:?}", losses.lost);
+                assert!(losses.twice.is_empty(), "{cell}: {:?}", losses.twice);
+                assert!(losses.dropped_by_platform.is_empty(), "{cell}");
+            } else {
+                // Inline mode loses these by design: the platform gives up, and says so.
+                assert!(losses.lost.is_empty(), "{cell}: {:?}", losses.lost);
+                assert!(!losses.dropped_by_platform.is_empty(), "{cell}");
+            }
         }
-    }
+    });
 }
 
 fn print_table(scenarios: &[Scenario], modes: &[Mode], table: &BTreeMap<(usize, Mode), Losses>) {
@@ -485,83 +493,85 @@ fn print_table(scenarios: &[Scenario], modes: &[Mode], table: &BTreeMap<(usize, 
 /// The crash row: a receiver process killed with SIGKILL mid-handler and restarted at once, on
 /// real time with the platform's rules scaled down 100 times (a 50 ms timeout, retries after
 /// 100 ms, 600 ms and 3 s), so it runs over real HTTP against child processes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_loss_matrix_crash_row() {
-    use crate::inbox_crash::{free_port, handled, start_child_with};
-    use aisoule_webhooks::test_util::simulator::{PlatformRules, UrlTarget};
+#[test]
+fn the_loss_matrix_crash_row() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        use crate::inbox_crash::{free_port, handled, start_child_with};
+        use aisoule_webhooks::test_util::simulator::{PlatformRules, UrlTarget};
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut specs = vec![(Mode::InlineMemory, "memory".to_owned())];
-    #[cfg(feature = "redis")]
-    let redis = crate::redis_server::RedisServer::start();
-    #[cfg(feature = "redis")]
-    if let Some(redis) = &redis {
-        specs.push((Mode::InlineRedis, format!("{}#crash-row", redis.url())));
-    }
-    specs.push((
-        Mode::InboxSqlite,
-        format!("sqlite:{}", dir.path().join("crash-row.db").display()),
-    ));
-    #[cfg(feature = "postgres")]
-    if let Some(server) = crate::postgres_server::PostgresServer::shared() {
-        let schema = crate::postgres_server::unique_schema("crash_row");
-        specs.push((Mode::InboxPostgres, format!("{}#{schema}", server.url())));
-    }
-    let handler_time = Duration::from_millis(30);
-    let mut row = Vec::new();
-    for (mode, spec) in specs {
-        let log = dir.path().join(format!("{mode:?}.log"));
-        let port = free_port();
-        let mut child = start_child_with(&spec, &log, port, handler_time).await;
-        let target = UrlTarget::new(&format!("http://127.0.0.1:{port}/webhook")).unwrap();
-        let mut simulator =
-            Simulator::new(target).rules(PlatformRules::documented().scaled_down(100));
-        for i in 0..10 {
-            simulator.message(Duration::from_millis(5 * i), &format!("crash-{i}"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut specs = vec![(Mode::InlineMemory, "memory".to_owned())];
+        #[cfg(feature = "redis")]
+        let redis = crate::redis_server::RedisServer::start();
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &redis {
+            specs.push((Mode::InlineRedis, format!("{}#crash-row", redis.url())));
         }
-        let platform = tokio::spawn(simulator.run());
-        // Mid-handler: the first messages' 30 ms handlers are running.
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        child.kill().await.unwrap();
-        let mut child = start_child_with(&spec, &log, port, handler_time).await;
-        let report = platform.await.unwrap();
-        // The inbox's workers finish after the platform's last answer.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while mode.is_inbox()
-            && report
-                .delivered_events()
-                .iter()
-                .any(|label| !handled(&log).contains_key(label))
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        specs.push((
+            Mode::InboxSqlite,
+            format!("sqlite:{}", dir.path().join("crash-row.db").display()),
+        ));
+        #[cfg(feature = "postgres")]
+        if let Some(server) = crate::postgres_server::PostgresServer::shared() {
+            let schema = crate::postgres_server::unique_schema("crash_row");
+            specs.push((Mode::InboxPostgres, format!("{}#{schema}", server.url())));
         }
-        child.kill().await.unwrap();
-        let completions = handled(&log)
-            .into_iter()
-            .map(|(label, runs)| (label, runs.len() as u32))
-            .collect();
-        let losses = Losses::of(&report, &completions);
-        assert!(losses.lost.is_empty(), "crash × {}: {losses}", mode.name());
-        if mode.is_inbox() {
-            assert!(
-                losses.dropped_by_platform.is_empty(),
-                "crash × {}",
+        let handler_time = Duration::from_millis(30);
+        let mut row = Vec::new();
+        for (mode, spec) in specs {
+            let log = dir.path().join(format!("{mode:?}.log"));
+            let port = free_port();
+            let mut child = start_child_with(&spec, &log, port, handler_time).await;
+            let target = UrlTarget::new(&format!("http://127.0.0.1:{port}/webhook")).unwrap();
+            let mut simulator =
+                Simulator::new(target).rules(PlatformRules::documented().scaled_down(100));
+            for i in 0..10 {
+                simulator.message(Duration::from_millis(5 * i), &format!("crash-{i}"));
+            }
+            let platform = tokio::spawn(simulator.run());
+            // Mid-handler: the first messages' 30 ms handlers are running.
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            child.kill().await.unwrap();
+            let mut child = start_child_with(&spec, &log, port, handler_time).await;
+            let report = platform.await.unwrap();
+            // The inbox's workers finish after the platform's last answer.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while mode.is_inbox()
+                && report
+                    .delivered_events()
+                    .iter()
+                    .any(|label| !handled(&log).contains_key(label))
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            child.kill().await.unwrap();
+            let completions = handled(&log)
+                .into_iter()
+                .map(|(label, runs)| (label, runs.len() as u32))
+                .collect();
+            let losses = Losses::of(&report, &completions);
+            assert!(losses.lost.is_empty(), "crash × {}: {losses}", mode.name());
+            if mode.is_inbox() {
+                assert!(
+                    losses.dropped_by_platform.is_empty(),
+                    "crash × {}",
+                    mode.name()
+                );
+            }
+            row.push((mode, losses));
+        }
+        let mut line = String::from("| a crash mid-handler |");
+        for (mode, losses) in &row {
+            line += &format!(
+                " {} / {} / {} ({}) |",
+                losses.lost.len(),
+                losses.twice.len(),
+                losses.dropped_by_platform.len(),
                 mode.name()
             );
         }
-        row.push((mode, losses));
-    }
-    let mut line = String::from("| a crash mid-handler |");
-    for (mode, losses) in &row {
-        line += &format!(
-            " {} / {} / {} ({}) |",
-            losses.lost.len(),
-            losses.twice.len(),
-            losses.dropped_by_platform.len(),
-            mode.name()
-        );
-    }
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout(), "\n{line}\n");
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "\n{line}\n");
+    });
 }

@@ -10,6 +10,7 @@ use aisoule_webhooks::test_util::test_verifier;
 use aisoule_webhooks::{Answer, InboxError, Receiver, Rejection};
 
 use crate::postgres_server::PostgresServer;
+use crate::support::{two_workers, within_real_time};
 
 /// Bounds each readiness check: the store's own timeouts (2 s to acquire a connection, 4 s
 /// per operation) must answer well before it.
@@ -17,6 +18,10 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the pool may take to reconnect after the server is back.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The real-time bound on the whole test: above its checks' own deadlines, under `cargo
+/// mutants`' 120 s test timeout.
+const TEST_BOUND: Duration = Duration::from_secs(100);
 
 async fn check(receiver: &Receiver) -> Result<(), Rejection> {
     tokio::time::timeout(CHECK_TIMEOUT, receiver.check_ready())
@@ -57,29 +62,31 @@ async fn assert_ready_again(receiver: &Receiver, after: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_follows_the_postgres_inbox_through_a_stop_and_a_crash() {
-    // A server of its own, since this test stops it.
-    let Some(mut server) = PostgresServer::start() else {
-        return;
-    };
-    let store = tokio::time::timeout(CHECK_TIMEOUT, PostgresStore::connect(&server.url()))
-        .await
-        .expect("connected in time")
-        .expect("the server is up");
-    let receiver = Receiver::builder(test_verifier())
-        .inbox(Inbox::new(store))
-        .build()
-        .unwrap();
-    check(&receiver).await.expect("ready while the server runs");
+#[test]
+fn readiness_follows_the_postgres_inbox_through_a_stop_and_a_crash() {
+    within_real_time(two_workers(), TEST_BOUND, || async {
+        // A server of its own, since this test stops it.
+        let Some(mut server) = PostgresServer::start() else {
+            return;
+        };
+        let store = tokio::time::timeout(CHECK_TIMEOUT, PostgresStore::connect(&server.url()))
+            .await
+            .expect("connected in time")
+            .expect("the server is up");
+        let receiver = Receiver::builder(test_verifier())
+            .inbox(Inbox::new(store))
+            .build()
+            .unwrap();
+        check(&receiver).await.expect("ready while the server runs");
 
-    server.stop();
-    assert_not_ready(&receiver, "a clean stop").await;
-    server.restart();
-    assert_ready_again(&receiver, "a restart on the same port").await;
+        server.stop();
+        assert_not_ready(&receiver, "a clean stop").await;
+        server.restart();
+        assert_ready_again(&receiver, "a restart on the same port").await;
 
-    server.kill();
-    assert_not_ready(&receiver, "a crash").await;
-    server.restart();
-    assert_ready_again(&receiver, "crash recovery").await;
+        server.kill();
+        assert_not_ready(&receiver, "a crash").await;
+        server.restart();
+        assert_ready_again(&receiver, "crash recovery").await;
+    });
 }

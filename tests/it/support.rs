@@ -201,9 +201,7 @@ impl std::io::Write for CapturedLogs {
 const PAUSED_TEST_BOUND: Duration = Duration::from_secs(30);
 
 /// Runs `test` on a current-thread runtime whose clock starts paused, on a thread of its own,
-/// and fails if it has not ended within [`PAUSED_TEST_BOUND`] of real time. The runtime of a
-/// test that ran out of time is stopped and its tasks dropped, so that one spinning does not
-/// take the CPU from the tests that run after it.
+/// and fails if it has not ended within [`PAUSED_TEST_BOUND`] of real time.
 #[cfg_attr(
     not(all(
         feature = "test-util",
@@ -215,42 +213,116 @@ pub(crate) fn on_a_paused_clock_within_real_time<F>(test: impl FnOnce() -> F + S
 where
     F: Future<Output = ()>,
 {
-    let (passed, outcome) = std::sync::mpsc::channel();
+    within_real_time(paused_clock(), PAUSED_TEST_BOUND, test);
+}
+
+/// The runtime `#[tokio::test(start_paused = true)]` would build: one thread, its clock paused.
+#[cfg_attr(
+    not(all(
+        feature = "test-util",
+        any(feature = "sqlite", all(feature = "axum", feature = "actix-web"))
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn paused_clock() -> tokio::runtime::Builder {
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
+    runtime.start_paused(true);
+    runtime
+}
+
+/// The runtime `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]` would build.
+#[cfg_attr(
+    not(all(feature = "test-util", any(feature = "sqlite", feature = "postgres"))),
+    allow(dead_code)
+)]
+pub(crate) fn two_workers() -> tokio::runtime::Builder {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.worker_threads(2);
+    runtime
+}
+
+/// Runs `test` on a runtime from `runtime`, on a thread of its own, and fails if it has not
+/// ended within `bound` of real time: what `#[tokio::test]` does, with a bound that holds
+/// whatever the code under test does. A tokio timeout cannot stop a task that never yields (a
+/// store's batcher that spins under a mutant), and dropping a runtime, as `#[tokio::test]` does
+/// even after a failure, waits for such a task's worker thread for ever; on a paused clock a
+/// task that wakes itself at once keeps the clock from moving, so no timer fires. So the bound
+/// comes from this thread, and the runtime is shut down without waiting for its threads,
+/// whatever the outcome: a blocking store operation still running does not hold the test
+/// either. Keep `bound` under `cargo mutants`' 120 s test timeout, so that a mutant that makes
+/// a test hang is caught as a failure.
+#[cfg_attr(
+    not(all(
+        feature = "test-util",
+        any(
+            feature = "sqlite",
+            feature = "postgres",
+            all(feature = "axum", feature = "actix-web")
+        )
+    )),
+    allow(dead_code)
+)]
+pub(crate) fn within_real_time<F>(
+    mut runtime: tokio::runtime::Builder,
+    bound: Duration,
+    test: impl FnOnce() -> F + Send + 'static,
+) where
+    F: Future<Output = ()>,
+{
+    let (ended, outcome) = std::sync::mpsc::channel();
     let (abandon, abandoned) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
-            .build()
-            .expect("a paused runtime");
-        let ended = runtime.block_on(async {
-            tokio::select! {
-                () = test() => true,
-                _ = abandoned => false,
-            }
-        });
-        // Without waiting for store operations still running on its blocking threads.
+    std::thread::spawn(move || {
+        let runtime = runtime.enable_all().build().expect("a runtime");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(async {
+                tokio::select! {
+                    () = test() => {}
+                    _ = abandoned => {}
+                }
+            })
+        }));
         runtime.shutdown_background();
-        // Only sent when every assertion held; a panic drops the sender instead.
-        if ended {
-            let _ = passed.send(());
-        }
+        let _ = ended.send(result);
     });
-    match outcome.recv_timeout(PAUSED_TEST_BOUND) {
-        Ok(()) => thread
-            .join()
-            .expect("the test's thread ends once it has passed"),
+    match outcome.recv_timeout(bound) {
+        Ok(Ok(())) => {}
         // The test panicked: fail with its own message.
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            std::panic::resume_unwind(thread.join().expect_err("the test's thread panicked"))
-        }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => {
+            // Stops the runtime's tasks if its thread still polls them; a task that never
+            // yields keeps its worker thread until the process ends.
             let _ = abandon.send(());
             panic!(
-                "the test did not end within {PAUSED_TEST_BOUND:?} of real time: it waits for \
-                 something that never comes, or something keeps its paused runtime busy, so its \
-                 clock never advances"
+                "the test did not end within {bound:?} of real time: it waits for something \
+                 that never comes, or a task that never yields (or, on a paused clock, wakes \
+                 itself at once) keeps its runtime busy"
             )
         }
     }
+}
+
+/// The bound turns a test that waits for ever into a failure naming the bound.
+#[cfg(all(feature = "test-util", feature = "sqlite"))]
+#[test]
+#[should_panic(expected = "did not end within 1s of real time")]
+fn a_test_that_waits_for_ever_fails_at_its_real_time_bound() {
+    within_real_time(two_workers(), Duration::from_secs(1), || {
+        std::future::pending::<()>()
+    });
+}
+
+/// A task that wakes itself at once keeps a paused clock from moving, so no tokio timer can end
+/// the test; the real-time bound does, and the task stops with its runtime.
+#[cfg(all(feature = "test-util", feature = "sqlite"))]
+#[test]
+#[should_panic(expected = "did not end within 1s of real time")]
+fn a_busy_paused_runtime_fails_at_its_real_time_bound() {
+    within_real_time(paused_clock(), Duration::from_secs(1), || async {
+        tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
 }
