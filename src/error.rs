@@ -337,6 +337,38 @@ impl DedupError {
 #[derive(Debug, Clone)]
 pub struct StoreFailure(std::sync::Arc<dyn std::error::Error + Send + Sync>);
 
+impl StoreFailure {
+    /// The error the store's client reported, as `std::io::Error::get_ref` gives it: to log it,
+    /// or to look for a type you know with [`downcast_ref`](Self::downcast_ref).
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+
+    /// The reported error as a `T`, when it is one: a [`StoreTimeout`] from this crate's
+    /// stores, or your own store client's error type. The wrapper is transparent (its message
+    /// and sources are the reported error's), so this is the way to reach the error itself.
+    ///
+    /// ```
+    /// use aisoule_webhooks::DedupError;
+    /// use aisoule_webhooks::error::StoreTimeout;
+    ///
+    /// /// Your own store client's error.
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("the pool is closed")]
+    /// struct PoolClosed;
+    ///
+    /// let DedupError::Unavailable { source, .. } = DedupError::unavailable(PoolClosed) else {
+    ///     unreachable!()
+    /// };
+    /// assert!(source.downcast_ref::<PoolClosed>().is_some());
+    /// assert!(source.downcast_ref::<StoreTimeout>().is_none());
+    /// assert_eq!(source.get_ref().to_string(), "the pool is closed");
+    /// ```
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
 impl std::fmt::Display for StoreFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
