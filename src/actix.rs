@@ -2,8 +2,8 @@
 //!
 //! The same lifecycle, with the same statuses, as the axum integration (see the status map in
 //! the crate docs): this module only translates actix-web's request and response types. Your
-//! handler runs in a task of its own on the worker, so it completes even when the platform
-//! hangs up at its 5 s deadline.
+//! handler runs in the request, and moves to a task of its own on the worker if the platform
+//! hangs up at its 5 s deadline, so it completes either way.
 //!
 //! ```no_run
 //! use actix_web::{App, HttpResponse, HttpServer, web};
@@ -66,8 +66,8 @@ use tracing::Instrument;
 use crate::dispatch::{self, Dispatcher};
 use crate::error::Rejection;
 use crate::receiver::{
-    Answer, MissingReceiver, ReadHeader, Receiver, RequestHeaders, Settlement, VerifiedEvent,
-    delivery_span, static_header_names,
+    Answer, HandlerPanicked, LocalRun, MissingReceiver, ReadHeader, Receiver, RequestHeaders,
+    RunToCompletion, Settlement, VerifiedEvent, delivery_span, mark_admitted, static_header_names,
 };
 
 type LocalBoxFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -221,7 +221,7 @@ where
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = actix_web::Error;
-    type Future = LocalBoxFuture<Result<Self::Response, Self::Error>>;
+    type Future = WebhookServiceFuture<B>;
 
     actix_web::dev::forward_ready!(service);
 
@@ -250,6 +250,8 @@ where
                         .map_into_right_body());
                 }
             };
+            // From here on a dropped request goes on in a task: the handler must run.
+            mark_admitted();
             request.extensions_mut().insert(admitted.event().clone());
             let body = admitted.body().clone();
             let headers = request.headers_mut();
@@ -259,31 +261,85 @@ where
             request.add_data_container(Rc::new(configs));
             let http_request = request.request().clone();
             request.set_payload(Payload::from(body));
-            let run = admitted.run_owned_to_outcome(service.call(request), |answer| {
+            let handler = std::pin::pin!(service.call(request));
+            let run = admitted.run_to_outcome(handler, |answer| {
                 answer
                     .as_ref()
                     .ok()
                     .and_then(|response| http_status(response.status()))
             });
-            // Spawned on the worker's local set: actix services are not `Send`.
-            match actix_web::rt::spawn(run.in_current_span()).await {
-                Ok(Ok((answer, outcome))) => answer.map(|mut response| {
+            match run.await {
+                Ok((answer, outcome)) => answer.map(|mut response| {
                     response.headers_mut().insert(
                         header::HeaderName::from_static(crate::OUTCOME_HEADER),
                         HeaderValue::from_static(outcome),
                     );
                     response.map_into_left_body()
                 }),
-                // A panic in the handler (the run released the claim, counted and logged the
-                // delivery) or anywhere else in the task (the dropped run's settlement did).
-                Ok(Err(_)) | Err(_) => Ok(ServiceResponse::new(
+                // The claim is released and the delivery counted and logged.
+                Err(HandlerPanicked { .. }) => Ok(ServiceResponse::new(
                     http_request,
                     response(&Answer::HANDLER_PANICKED),
                 )
                 .map_into_right_body()),
             }
         };
-        Box::pin(lifecycle.instrument(delivery_span()))
+        WebhookServiceFuture {
+            lifecycle: RunToCompletion::new_local(lifecycle.instrument(delivery_span())),
+        }
+    }
+}
+
+/// The future [`WebhookMiddlewareService`] returns: one delivery's lifecycle, run in the
+/// request. Dropped once the delivery is admitted (the platform hung up at its 5 s deadline),
+/// it goes on in a task of its own on the worker, so an admitted handler always runs to
+/// completion and settles its claim; dropped before, it is cancelled.
+pub struct WebhookServiceFuture<B: 'static> {
+    lifecycle: RunToCompletion<LocalRun<Result<ServiceResponse<EitherBody<B>>, actix_web::Error>>>,
+}
+
+/// A panic outside the handler's run, answered as a panicking handler is: the request it
+/// would answer went down with the lifecycle, so actix-web answers this error with
+/// [`Answer::HANDLER_PANICKED`]'s response instead. Holding a clone of the request for it
+/// would not do: actix-web rewrites a request's headers only while it is the one reference.
+#[derive(Debug)]
+struct LifecyclePanicked;
+
+impl std::fmt::Display for LifecyclePanicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the webhook lifecycle panicked; its claim, if any, was released")
+    }
+}
+
+impl ResponseError for LifecyclePanicked {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        response(&Answer::HANDLER_PANICKED)
+    }
+}
+
+impl<B: 'static> std::fmt::Debug for WebhookServiceFuture<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookServiceFuture")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: 'static> Future for WebhookServiceFuture<B> {
+    type Output = Result<ServiceResponse<EitherBody<B>>, actix_web::Error>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.lifecycle).poll(cx).map(|ended| {
+            // A panic outside the handler (the handler's own is caught, and answered, by its
+            // run): the claim, if any, was released when the lifecycle was dropped.
+            ended.unwrap_or_else(|HandlerPanicked { .. }| Err(LifecyclePanicked.into()))
+        })
     }
 }
 

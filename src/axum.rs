@@ -84,7 +84,8 @@ use crate::error::Rejection;
 use crate::inbox::{HandlerError, Job, JobHandler};
 use crate::receiver::{
     Answer, BoxError, HandlerPanicked, MissingReceiver, ReadHeader, Receiver, RequestHeaders,
-    RunToCompletion, Settlement, VerifiedEvent, delivery_span, mark_admitted, static_header_names,
+    RunToCompletion, SendRun, Settlement, VerifiedEvent, delivery_span, mark_admitted,
+    static_header_names,
 };
 
 /// [`OUTCOME_HEADER`](crate::OUTCOME_HEADER), as axum's type.
@@ -291,7 +292,7 @@ where
 /// on in a task of its own, so an admitted handler always runs to completion and settles its
 /// claim; dropped before, it is cancelled.
 pub struct WebhookFuture<E: Send + 'static> {
-    lifecycle: RunToCompletion<Result<Response, E>>,
+    lifecycle: RunToCompletion<SendRun<Result<Response, E>>>,
 }
 
 impl<E: Send + 'static> fmt::Debug for WebhookFuture<E> {

@@ -18,8 +18,8 @@ use crate::error::DedupError;
 /// A delivery that passed every check and holds its claim, ready for your handler.
 ///
 /// The integrations [`run`](Admitted::run) it to completion, so the handler finishes even if
-/// the platform hangs up at its 5 s deadline: axum's runs it in the request and moves it to a
-/// task only if the request is dropped first; actix-web's runs it in a task of its own.
+/// the platform hangs up at its 5 s deadline: they run it in the request, and move it to a
+/// task of its own only if the request is dropped first.
 /// Without an integration, call `run` yourself, or take it apart with
 /// [`into_parts`](Admitted::into_parts) and settle the claim.
 #[derive(Debug)]
@@ -353,12 +353,56 @@ impl Drop for Settlement {
 /// lifecycle: a box per phase cost a second allocation, and glibc's malloc consolidates its
 /// free lists on each allocation this large. A panic anywhere in it is caught here, as a
 /// task's would be, so the integration still answers 500 and the claim is released.
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
-pub(crate) struct RunToCompletion<T: Send + 'static> {
+///
+/// `R` is the boxed lifecycle, which says where a dropped one goes on ([`Detach`]): a task on
+/// the tokio runtime for axum ([`SendRun`]), a task on the worker's local set for actix-web,
+/// whose services are not `Send` ([`LocalRun`]).
+#[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
+pub(crate) struct RunToCompletion<R: Detach> {
     /// `None` once finished. Instrumented by its caller, so a detached run keeps its span.
-    run: Option<std::pin::Pin<Box<dyn Future<Output = T> + Send>>>,
+    run: Option<R>,
     /// Whether the lifecycle said, with [`mark_admitted`], that its delivery is admitted.
     admitted: bool,
+}
+
+/// A boxed lifecycle that can go on without its request: the axum layer's.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) type SendRun<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A boxed lifecycle of actix-web's, which runs on one worker thread.
+#[cfg_attr(not(feature = "actix-web"), allow(dead_code))]
+pub(crate) type LocalRun<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// Where an admitted lifecycle goes on once its request is dropped.
+pub(crate) trait Detach: Future + Unpin {
+    /// Runs `self` to its end in a task of its own, or, with nowhere to run it, drops it,
+    /// which releases its claim so that the platform's retry runs the handler again.
+    fn detach(self);
+}
+
+impl<T: Send + 'static> Detach for SendRun<T> {
+    fn detach(self) {
+        // Outside a runtime (one shutting down) there is nowhere to finish it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = self.await;
+            });
+        }
+    }
+}
+
+#[cfg(feature = "actix-web")]
+impl<T: 'static> Detach for LocalRun<T> {
+    fn detach(self) {
+        // Dropped by actix-web's dispatcher, on the worker whose local set polled it. A drop
+        // during a panic's unwinding must not risk a second panic (an abort), so the run is
+        // dropped then instead.
+        if !std::thread::panicking() {
+            actix_web::rt::spawn(async move {
+                let _ = self.await;
+            });
+        }
+    }
 }
 
 thread_local! {
@@ -371,7 +415,7 @@ thread_local! {
 /// Tells the [`RunToCompletion`] polling the calling lifecycle that its delivery is admitted:
 /// from now on, dropping the request moves the lifecycle into a task instead of cancelling it.
 /// Call it from inside the lifecycle's `poll`, synchronously.
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
 pub(crate) fn mark_admitted() {
     ADMITTED_IN_THIS_POLL.set(true);
 }
@@ -391,7 +435,7 @@ impl fmt::Debug for HandlerPanicked {
 }
 
 #[cfg_attr(not(feature = "axum"), allow(dead_code))]
-impl<T: Send + 'static> RunToCompletion<T> {
+impl<T: Send + 'static> RunToCompletion<SendRun<T>> {
     pub(crate) fn new(run: impl Future<Output = T> + Send + 'static) -> Self {
         Self {
             run: Some(Box::pin(run)),
@@ -400,8 +444,18 @@ impl<T: Send + 'static> RunToCompletion<T> {
     }
 }
 
-impl<T: Send + 'static> Future for RunToCompletion<T> {
-    type Output = Result<T, HandlerPanicked>;
+#[cfg(feature = "actix-web")]
+impl<T: 'static> RunToCompletion<LocalRun<T>> {
+    pub(crate) fn new_local(run: impl Future<Output = T> + 'static) -> Self {
+        Self {
+            run: Some(Box::pin(run)),
+            admitted: false,
+        }
+    }
+}
+
+impl<R: Detach> Future for RunToCompletion<R> {
+    type Output = Result<R::Output, HandlerPanicked>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
@@ -413,7 +467,7 @@ impl<T: Send + 'static> Future for RunToCompletion<T> {
         // A lifecycle polled inside another's keeps its own mark: the outer one's is restored.
         let outer = ADMITTED_IN_THIS_POLL.replace(false);
         // Unwind safety: after a panic the run is dropped, never polled again.
-        let polled = catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx)));
+        let polled = catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *run).poll(cx)));
         if ADMITTED_IN_THIS_POLL.replace(outer) {
             self.admitted = true;
         }
@@ -431,7 +485,7 @@ impl<T: Send + 'static> Future for RunToCompletion<T> {
     }
 }
 
-impl<T: Send + 'static> Drop for RunToCompletion<T> {
+impl<R: Detach> Drop for RunToCompletion<R> {
     fn drop(&mut self) {
         let Some(run) = self.run.take() else {
             return;
@@ -440,12 +494,6 @@ impl<T: Send + 'static> Drop for RunToCompletion<T> {
             // Cancelled, like any request; dropping `run` releases a claim it took.
             return;
         }
-        // Outside a runtime (one shutting down) there is nowhere to finish it: dropping the
-        // run releases its claim, and the platform's retry runs the handler again.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = run.await;
-            });
-        }
+        run.detach();
     }
 }

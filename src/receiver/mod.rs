@@ -54,8 +54,12 @@ use client::TrustedProxies;
 /// The address ranges [`ReceiverBuilder::trusted_proxies`] takes, re-exported so that you need
 /// not depend on `ipnet` yourself.
 pub use ipnet::IpNet;
-pub use lifecycle::{Admitted, Settlement};
+#[cfg(feature = "actix-web")]
+pub(crate) use lifecycle::LocalRun;
 #[cfg(feature = "axum")]
+pub(crate) use lifecycle::SendRun;
+pub use lifecycle::{Admitted, Settlement};
+#[cfg(any(feature = "axum", feature = "actix-web"))]
 pub(crate) use lifecycle::{HandlerPanicked, RunToCompletion, mark_admitted};
 pub use rejection::{Answer, MissingReceiver, Rejection};
 

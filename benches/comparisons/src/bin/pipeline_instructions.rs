@@ -71,19 +71,29 @@ fn main() {
         (
             Some(
                 mode @ ("layer" | "bare" | "layer-fmt" | "bare-fmt" | "parse" | "payload"
-                | "derive"),
+                | "derive" | "actix" | "actix-bare"),
             ),
             Some(n),
         ) => (mode, n.parse::<u64>().expect("N is a count")),
         _ => {
             eprintln!(
-                "usage: pipeline_instructions layer|bare|layer-fmt|bare-fmt|parse|payload|derive N"
+                "usage: pipeline_instructions \
+                 layer|bare|layer-fmt|bare-fmt|parse|payload|derive|actix|actix-bare N"
             );
             std::process::exit(2);
         }
     };
     if matches!(mode, "parse" | "payload" | "derive") {
         return parse_only(mode, count);
+    }
+    if mode.starts_with("actix") {
+        #[cfg(feature = "actix")]
+        return actix_pipeline(mode == "actix", count);
+        #[cfg(not(feature = "actix"))]
+        {
+            eprintln!("the actix modes need the `actix` feature");
+            std::process::exit(2);
+        }
     }
     if mode.ends_with("-fmt") {
         // What most services run: a fmt subscriber at INFO. Its lines go nowhere, so the
@@ -104,4 +114,37 @@ fn main() {
             .expect("infallible");
         assert_eq!(response.status(), http::StatusCode::OK);
     }
+}
+
+#[cfg(feature = "actix")]
+/// `count` fresh deliveries through actix-web's test service, with the middleware or to the
+/// bare handler, on actix-web's own single-threaded runtime.
+fn actix_pipeline(layered: bool, count: u64) {
+    use actix_web::{App, HttpResponse, test, web};
+    use aisoule_webhooks::Receiver;
+    use aisoule_webhooks::actix::WebhookMiddleware;
+    use aisoule_webhooks::event::{Dialect, EventKind};
+    use aisoule_webhooks::test_util::{Delivery, test_verifier};
+
+    actix_web::rt::System::new().block_on(async move {
+        let resource = web::resource("/webhook").route(web::post().to(HttpResponse::Ok));
+        let app = if layered {
+            test::init_service(
+                App::new()
+                    .service(resource.wrap(WebhookMiddleware::new(Receiver::new(test_verifier())))),
+            )
+            .await
+        } else {
+            test::init_service(App::new().service(resource)).await
+        };
+        for n in 0..count {
+            let request = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
+                .message_id(format!("msg_{n:016x}"))
+                .build()
+                .actix_request("/webhook")
+                .to_request();
+            let response = test::call_service(&app, request).await;
+            assert_eq!(response.status(), actix_web::http::StatusCode::OK);
+        }
+    });
 }
