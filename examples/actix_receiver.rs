@@ -46,8 +46,9 @@ async fn handle(event: VerifiedEvent) -> HttpResponse {
 /// actix-web has no timeout middleware, nor does actix-web-lab (its middleware are load
 /// shedding, panics, redirects, headers and body limits). The one found elsewhere,
 /// `actix_tower` 0.1's `Timeout`, is a young crate doing what these lines do. This bounds the
-/// whole request with actix's own runtime timer. The middleware runs your handler in a task of its own, so a handler
-/// still running at the deadline runs on and settles its claim; only the answer is 408.
+/// whole request with actix's own runtime timer. The middleware moves a handler still running at
+/// the deadline to a task of its own, where it runs on and settles its claim; only the answer is
+/// 408.
 fn request_deadline<S, B>(
     request: ServiceRequest,
     service: &S,

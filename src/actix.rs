@@ -174,8 +174,8 @@ fn body_configs(request: &HttpRequest, limit: usize) -> Extensions {
 /// The wrapped service finds a [`VerifiedEvent`] in the request extensions and the verified
 /// payload put back, so `web::Bytes` and `web::Json<T>` still work. A 2xx answer commits the
 /// claim; any other answer, an error or a panic releases it, so the platform's retry is
-/// processed. The wrapped service is called in a task of its own on the worker, so it
-/// completes even when the client hangs up.
+/// processed. The wrapped service is called in the request, and moves to a task of its own on
+/// the worker if the client hangs up once the delivery is admitted, so it completes either way.
 #[derive(Debug, Clone)]
 pub struct WebhookMiddleware {
     receiver: Receiver,

@@ -40,8 +40,8 @@
 //! | many accounts: an account the resolver does not know | 404 |
 //! | many accounts: the resolver failed | 503 with `Retry-After` |
 //!
-//! Your handler runs in a task of its own: when the platform hangs up at its 5 s deadline,
-//! the handler still runs to completion and settles the claim, so the retry is answered as a
+//! Your handler runs in the request, and moves to a task of its own if the platform hangs up at
+//! its 5 s deadline: the handler still runs to completion and settles the claim, so the retry is answered as a
 //! duplicate (or 409 while it still runs) instead of starting it again. Answer **200**: the
 //! platform counts nothing else as success.
 //!

@@ -233,8 +233,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DedupError>>
 /// this is safe: the caller chose the token before calling [`claim`](Self::claim), and if that
 /// future is dropped it calls [`release_detached`](Self::release_detached) with the same
 /// token, which frees the key if, and only if, the claim went through. Commit and release
-/// are only ever run to completion by this crate (in a task of their own), so a store need
-/// not make them cancel-safe beyond being atomic.
+/// are only ever run to completion by this crate (in the request, or in a task of their own
+/// once the request is dropped), so a store need not make them cancel-safe beyond being
+/// atomic.
 ///
 /// # Errors
 ///

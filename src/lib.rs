@@ -33,8 +33,8 @@
 //! flight, 413 over the body limit, 415 for an encoding other than gzip or deflate, 500 when the
 //! handler panicked, 503 when the idempotency store (or, for many accounts, the secret
 //! resolver) is down, 404 for an account the resolver does not know, 200 without calling your
-//! handler for a duplicate. Both run your handler in a task of its own, so it completes even when the
-//! platform hangs up at its 5 s deadline.
+//! handler for a duplicate. Both run your handler in the request, and move it to a task of its
+//! own if the platform hangs up at its 5 s deadline, so it completes either way.
 //!
 //! # Without a framework
 //!

@@ -68,8 +68,9 @@ impl Admitted {
     /// handler still running after the receiver's
     /// [`slow_handler_warning`](super::ReceiverBuilder::slow_handler_warning) is logged at warn.
     ///
-    /// Spawn the returned future (the integrations do) so that it outlives the request: if it
-    /// is dropped midway instead, the handler stops and the claim is released.
+    /// Poll the returned future to its end even if the request is dropped (the integrations
+    /// run it in the request and move it to a task then): dropped midway instead, the handler
+    /// stops and the claim is released.
     ///
     /// # Panics
     ///
@@ -87,7 +88,7 @@ impl Admitted {
     }
 
     /// [`run_to_outcome`](Self::run_to_outcome) for a handler not pinned yet, in a future
-    /// that owns it: what a task needs.
+    /// that owns it: what [`run`](Self::run) returns.
     pub(crate) async fn run_owned_to_outcome<F: Future>(
         self,
         handler: F,
@@ -394,10 +395,11 @@ impl<T: Send + 'static> Detach for SendRun<T> {
 #[cfg(feature = "actix-web")]
 impl<T: 'static> Detach for LocalRun<T> {
     fn detach(self) {
-        // Dropped by actix-web's dispatcher, on the worker whose local set polled it. A drop
-        // during a panic's unwinding must not risk a second panic (an abort), so the run is
-        // dropped then instead.
-        if !std::thread::panicking() {
+        // Dropped by actix-web's dispatcher, on the worker whose local set polled it. Outside
+        // an actix-web system (a bare tokio runtime has no local set, and spawning there
+        // panics), and during a panic's unwinding (where a second panic aborts), the run is
+        // dropped instead.
+        if actix_web::rt::System::try_current().is_some() && !std::thread::panicking() {
             actix_web::rt::spawn(async move {
                 let _ = self.await;
             });

@@ -2,8 +2,9 @@
 //!
 //! For each delivery, in this order: read the body up to the limit and decode its
 //! `Content-Encoding`, verify the signature over those bytes, parse, check freshness, claim;
-//! then run the handler to completion in a task of its own (so a sender that hangs up cannot
-//! cancel it), renewing the claim while it runs, and settle the claim by the handler's answer.
+//! then run the handler to completion, in the request and in a task of its own once the sender
+//! hangs up (so that cannot cancel it), renewing the claim while it runs, and settle the claim
+//! by the handler's answer.
 //! The integrations only translate their framework's request and response types.
 //!
 //! You only touch this module to configure it:

@@ -16,7 +16,7 @@ use aisoule_webhooks::test_util::{Delivery, SignatureHeader, test_verifier};
 use aisoule_webhooks::{BodyLimit, Receiver, VerifiedEvent};
 use bytes::Bytes;
 
-use crate::support::{CapturedLogs, DownStore};
+use crate::support::{CapturedLogs, DownStore, PanickingStore};
 
 /// The instant every test delivery is stamped with, and the receivers' clock reads: tests
 /// never depend on today's date.
@@ -797,6 +797,22 @@ pub(crate) async fn a_panicking_handler_is_500_and_its_retry_runs<F: Framework>(
     assert_eq!(server.recorder.completed(), ["panic-once-1"]);
 }
 
+/// A panic in the lifecycle outside the handler (here the store's client, mid-claim) is
+/// answered as a panicking handler is, 500, and the server answers the next delivery the same
+/// way: the panic is caught in the request, never in the worker.
+pub(crate) async fn a_panic_outside_the_handler_is_500_and_the_server_serves_on<F: Framework>() {
+    let server = start::<F>(test_receiver_with(Deduplicator::new(PanickingStore))).await;
+    for id in ["store-panic-1", "store-panic-2"] {
+        let (status, body) = post(&server.url(), &message(Dialect::Help, id)).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (500, r#"{"error":"handler failed"}"#),
+            "{id}"
+        );
+    }
+    assert!(server.recorder.handled().is_empty());
+}
+
 /// Loss 1 of the lifecycle issue: two different events that both send `"message_id": ""`.
 pub(crate) async fn empty_message_ids_never_collide<F: Framework>() {
     let server = start::<F>(test_receiver()).await;
@@ -1119,6 +1135,7 @@ macro_rules! e2e_cases {
             a_handler_outlives_a_sender_that_hangs_up,
             a_handler_longer_than_its_lease_is_not_started_twice_in_memory,
             a_panicking_handler_is_500_and_its_retry_runs,
+            a_panic_outside_the_handler_is_500_and_the_server_serves_on,
             empty_message_ids_never_collide,
             keys_whose_parts_contain_separators_never_collide,
             encoded_bodies_get_one_answer_on_every_framework,

@@ -81,6 +81,32 @@ impl IdempotencyStore for DownStore {
     fn release_detached(&self, _: DedupKey, _: ClaimToken) {}
 }
 
+/// A store that panics when asked for a claim: a panic in the lifecycle outside the handler.
+#[derive(Debug)]
+pub(crate) struct PanickingStore;
+
+impl IdempotencyStore for PanickingStore {
+    fn claim<'a>(
+        &'a self,
+        _: &'a DedupKey,
+        _: ClaimToken,
+        _: Duration,
+    ) -> StoreFuture<'a, StoreClaim> {
+        panic!("the store's client panicked")
+    }
+    fn renew<'a>(&'a self, _: &'a DedupKey, _: ClaimToken, _: Duration) -> StoreFuture<'a, ()> {
+        unreachable!("nothing is claimed")
+    }
+    fn commit<'a>(&'a self, _: &'a DedupKey, _: ClaimToken, _: Duration) -> StoreFuture<'a, ()> {
+        unreachable!("nothing is claimed")
+    }
+    fn release<'a>(&'a self, _: &'a DedupKey, _: ClaimToken) -> StoreFuture<'a, ()> {
+        unreachable!("nothing is claimed")
+    }
+    // The claim's guard releases what the claim did when its future is dropped mid-claim.
+    fn release_detached(&self, _: DedupKey, _: ClaimToken) {}
+}
+
 /// A [`MemoryStore`] that counts the renewals and releases it is sent.
 #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 #[derive(Debug, Default)]
@@ -272,7 +298,14 @@ pub(crate) fn within_real_time<F>(
     let (ended, outcome) = std::sync::mpsc::channel();
     let (abandon, abandoned) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
-        let runtime = runtime.enable_all().build().expect("a runtime");
+        let runtime = match runtime.enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let panic: Box<dyn std::any::Any + Send> = Box::new(format!("no runtime: {error}"));
+                let _ = ended.send(Err(panic));
+                return;
+            }
+        };
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             runtime.block_on(async {
                 tokio::select! {
@@ -286,9 +319,12 @@ pub(crate) fn within_real_time<F>(
     });
     match outcome.recv_timeout(bound) {
         Ok(Ok(())) => {}
-        // The test panicked: fail with its own message.
+        // The test panicked, or its runtime could not be built: fail with that message.
         Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => {
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            unreachable!("the test's thread sends its outcome before it ends")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             // Stops the runtime's tasks if its thread still polls them; a task that never
             // yields keeps its worker thread until the process ends.
             let _ = abandon.send(());
