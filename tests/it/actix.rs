@@ -315,3 +315,58 @@ async fn a_wrong_method_is_405_in_process() {
         actix_web::test::call_service(&app, delivery.actix_request("/webhook").to_request()).await;
     assert_eq!(response.status(), StatusCode::OK, "POST still works");
 }
+
+/// Outside an actix-web system (here a bare tokio runtime, with no local set to spawn on), a
+/// request dropped once its delivery is admitted cannot move to a task: its run is dropped,
+/// which releases the claim, so the redelivery runs the handler again. Spawning there would
+/// panic inside the drop.
+#[test]
+fn outside_an_actix_system_a_request_dropped_after_admission_releases_its_claim() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let started = Arc::new(AtomicUsize::new(0));
+        let handler = {
+            let started = started.clone();
+            move || {
+                let started = started.clone();
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    HttpResponse::Ok().finish()
+                }
+            }
+        };
+        let app = actix_web::test::init_service(
+            App::new().service(
+                web::resource("/webhook")
+                    .wrap(WebhookMiddleware::new(test_receiver()))
+                    .route(web::post().to(handler)),
+            ),
+        )
+        .await;
+        let delivery = message(Dialect::Help, "no-system-1");
+        for (attempt, request) in [delivery.clone(), delivery.redelivery()].iter().enumerate() {
+            let dropped = tokio::time::timeout(
+                Duration::from_millis(200),
+                app.call(request.actix_request("/webhook").to_request()),
+            )
+            .await;
+            assert!(
+                dropped.is_err(),
+                "attempt {attempt}: the handler still runs"
+            );
+            assert_eq!(
+                started.load(Ordering::SeqCst),
+                attempt + 1,
+                "attempt {attempt} ran the handler: the dropped one's claim was released"
+            );
+        }
+    });
+}
