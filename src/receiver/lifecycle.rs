@@ -428,14 +428,6 @@ pub(crate) struct HandlerPanicked {
     payload: Box<dyn Any + Send>,
 }
 
-impl fmt::Debug for HandlerPanicked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerPanicked")
-            .field("panic", &panic_message(&*self.payload))
-            .finish()
-    }
-}
-
 #[cfg_attr(not(feature = "axum"), allow(dead_code))]
 impl<T: Send + 'static> RunToCompletion<SendRun<T>> {
     pub(crate) fn new(run: impl Future<Output = T> + Send + 'static) -> Self {
