@@ -285,7 +285,7 @@ where
             }
         };
         WebhookServiceFuture {
-            lifecycle: RunToCompletion::new_local(lifecycle.instrument(delivery_span())),
+            lifecycle: RunToCompletion::new(Box::pin(lifecycle.instrument(delivery_span()))),
         }
     }
 }

@@ -282,7 +282,7 @@ where
             }
         };
         WebhookFuture {
-            lifecycle: RunToCompletion::new(lifecycle.instrument(span)),
+            lifecycle: RunToCompletion::new(Box::pin(lifecycle.instrument(span))),
         }
     }
 }

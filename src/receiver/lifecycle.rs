@@ -428,21 +428,12 @@ pub(crate) struct HandlerPanicked {
     payload: Box<dyn Any + Send>,
 }
 
-#[cfg_attr(not(feature = "axum"), allow(dead_code))]
-impl<T: Send + 'static> RunToCompletion<SendRun<T>> {
-    pub(crate) fn new(run: impl Future<Output = T> + Send + 'static) -> Self {
+impl<R: Detach> RunToCompletion<R> {
+    /// `run`, boxed by the caller as the [`Detach`] type that says where it goes on.
+    #[cfg_attr(not(any(feature = "axum", feature = "actix-web")), allow(dead_code))]
+    pub(crate) fn new(run: R) -> Self {
         Self {
-            run: Some(Box::pin(run)),
-            admitted: false,
-        }
-    }
-}
-
-#[cfg(feature = "actix-web")]
-impl<T: 'static> RunToCompletion<LocalRun<T>> {
-    pub(crate) fn new_local(run: impl Future<Output = T> + 'static) -> Self {
-        Self {
-            run: Some(Box::pin(run)),
+            run: Some(run),
             admitted: false,
         }
     }
