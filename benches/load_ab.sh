@@ -4,14 +4,15 @@
 # and copy it aside), their layer modes in alternating order each round, then bare axum and the
 # hand-written handler from AFTER. On these VMs rates drift by up to 50% from run to run, so
 # only ratios within a round compare two versions. Same method as benches/load.sh (the server
-# on cpu 0, wrk on cpu 1).
+# on cpu 0, wrk on cpu 1), and the same default number of distinct deliveries: enough that none
+# repeats within a run.
 #
 #   BEFORE=/tmp/before/load_server AFTER=/tmp/after/load_server ROUNDS=7 benches/load_ab.sh
 set -euo pipefail
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 cd "$(dirname "$0")/.."
 before=${BEFORE:?}; after=${AFTER:?}
-rounds="${ROUNDS:-7}"; duration="${DURATION:-4}"; deliveries=131072; connections=32
+rounds="${ROUNDS:-7}"; duration="${DURATION:-4}"; deliveries="${DELIVERIES:-524288}"; connections=32
 data=target/load-ab-deliveries.tsv
 "$after" emit "$deliveries" > "$data"
 run() { # binary mode port -> rps
