@@ -1,7 +1,7 @@
 //! Time, injectable so that tests never sleep and never depend on today's date.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// A source of the current time.
@@ -105,8 +105,51 @@ impl Clock for ManualClock {
     }
 }
 
-impl<C: Clock> Clock for std::sync::Arc<C> {
+impl<C: Clock> Clock for Arc<C> {
     fn now(&self) -> SystemTime {
         (**self).now()
+    }
+}
+
+/// The process's one [`SystemClock`] as a shared clock: the default of every part that keeps a
+/// clock, so that parts left at their default are known to keep the same one
+/// ([`same_clock`]), and a time one of them read serves the others.
+pub(crate) fn system() -> Arc<dyn Clock> {
+    static SYSTEM: LazyLock<Arc<dyn Clock>> = LazyLock::new(|| Arc::new(SystemClock));
+    Arc::clone(&SYSTEM)
+}
+
+/// Whether `a` and `b` are the same clock, so that a time read from one is the other's too.
+pub(crate) fn same_clock(a: &Arc<dyn Clock>, b: &Arc<dyn Clock>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// A time read from a clock, kept with the clock it came from, so that a part keeping time by
+/// the same clock uses it instead of reading its own: the receive path reads the clock once
+/// when a delivery arrives and once when its handler ends, each read serving every part that
+/// needs the time then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reading<'a> {
+    clock: &'a Arc<dyn Clock>,
+    at: SystemTime,
+}
+
+impl<'a> Reading<'a> {
+    /// Reads `clock` now.
+    pub(crate) fn now(clock: &'a Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            at: clock.now(),
+        }
+    }
+
+    /// The time read.
+    pub(crate) fn at(self) -> SystemTime {
+        self.at
+    }
+
+    /// The time read, if `clock` is the clock it was read from.
+    pub(crate) fn on(self, clock: &Arc<dyn Clock>) -> Option<SystemTime> {
+        same_clock(self.clock, clock).then_some(self.at)
     }
 }

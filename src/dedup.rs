@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::clock::Reading;
 use crate::error::{ConfigError, DedupError};
 use crate::event::Event;
 
@@ -301,7 +303,7 @@ pub enum Claim {
 /// committing (a failure, a panic, a cancelled future) releases the key, so the platform's
 /// retry is processed.
 pub struct ClaimGuard {
-    store: Option<Arc<dyn IdempotencyStore>>,
+    store: Option<StoreRef>,
     key: DedupKey,
     token: Option<ClaimToken>,
     lease: Duration,
@@ -344,7 +346,7 @@ impl ClaimGuard {
     /// the key, or a store error.
     pub async fn renew(&self) -> Result<(), DedupError> {
         match (&self.store, self.token) {
-            (Some(store), Some(token)) => store.renew(&self.key, token, self.lease).await,
+            (Some(store), Some(token)) => store.as_dyn().renew(&self.key, token, self.lease).await,
             _ => Ok(()),
         }
     }
@@ -372,9 +374,24 @@ impl ClaimGuard {
     /// Commits (`handled`) or releases the claim, and leaves the guard disarmed with its key,
     /// so that a caller can name the key in a log line without a copy of it.
     pub(crate) async fn settle(&mut self, handled: bool) -> Result<(), DedupError> {
+        self.settle_at(handled, None).await
+    }
+
+    /// [`settle`](Self::settle) at `read`, a time the caller read: the memory store commits
+    /// at it when it keeps the same clock, instead of reading its own.
+    pub(crate) async fn settle_at(
+        &mut self,
+        handled: bool,
+        read: Option<Reading<'_>>,
+    ) -> Result<(), DedupError> {
         match (self.store.take(), self.token.take()) {
-            (Some(store), Some(token)) if handled => store.commit(&self.key, token, self.ttl).await,
-            (Some(store), Some(token)) => store.release(&self.key, token).await,
+            (Some(StoreRef::Memory(memory)), Some(token)) if handled => {
+                memory.commit_now(&self.key, token, self.ttl, read)
+            }
+            (Some(store), Some(token)) if handled => {
+                store.as_dyn().commit(&self.key, token, self.ttl).await
+            }
+            (Some(store), Some(token)) => store.as_dyn().release(&self.key, token).await,
             _ => Ok(()),
         }
     }
@@ -391,7 +408,25 @@ impl ClaimGuard {
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
         if let (Some(store), Some(token)) = (self.store.take(), self.token.take()) {
-            store.release_detached(self.key.clone(), token);
+            store.as_dyn().release_detached(self.key.clone(), token);
+        }
+    }
+}
+
+/// The store a claim was taken on: the [`MemoryStore`] by its own type, so that the receive
+/// path calls it directly (synchronously, with no boxed future, at a time already read), and
+/// any other store through the trait.
+#[derive(Clone)]
+enum StoreRef {
+    Memory(Arc<MemoryStore>),
+    Other(Arc<dyn IdempotencyStore>),
+}
+
+impl StoreRef {
+    fn as_dyn(&self) -> &dyn IdempotencyStore {
+        match self {
+            Self::Memory(memory) => &**memory,
+            Self::Other(store) => &**store,
         }
     }
 }
@@ -405,6 +440,8 @@ pub type KeyFn = dyn Fn(&Event) -> String + Send + Sync;
 #[derive(Clone)]
 pub struct Deduplicator {
     store: Arc<dyn IdempotencyStore>,
+    /// `store` by its own type, when it is a [`MemoryStore`].
+    memory: Option<Arc<MemoryStore>>,
     lease: Duration,
     ttl: Duration,
     namespace: Option<Arc<str>>,
@@ -439,14 +476,24 @@ impl Deduplicator {
     pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
     /// A deduplicator on `store`, with the default lease and TTL.
-    pub fn new(store: impl IdempotencyStore) -> Self {
-        Self::from_arc(Arc::new(store))
+    pub fn new<S: IdempotencyStore>(store: S) -> Self {
+        // A memory store is kept by its own type as well, for the synchronous path.
+        let mut store = Some(store);
+        if let Some(memory) = (&mut store as &mut dyn Any).downcast_mut::<Option<MemoryStore>>() {
+            let memory = Arc::new(memory.take().expect("filled above"));
+            return Self {
+                memory: Some(Arc::clone(&memory)),
+                ..Self::from_arc(memory)
+            };
+        }
+        Self::from_arc(Arc::new(store.expect("not taken")))
     }
 
     /// A deduplicator on a shared store.
     pub fn from_arc(store: Arc<dyn IdempotencyStore>) -> Self {
         Self {
             store,
+            memory: None,
             lease: Self::DEFAULT_LEASE,
             ttl: Self::DEFAULT_TTL,
             namespace: None,
@@ -580,17 +627,35 @@ impl Deduplicator {
     ///
     /// As for [`claim`](Self::claim).
     pub async fn claim_key(&self, key: DedupKey) -> Result<Claim, DedupError> {
+        self.claim_key_at(key, None).await
+    }
+
+    /// [`claim_key`](Self::claim_key) at `read`, a time the caller read: the memory store
+    /// claims at it when it keeps the same clock, instead of reading its own.
+    pub(crate) async fn claim_key_at(
+        &self,
+        key: DedupKey,
+        read: Option<Reading<'_>>,
+    ) -> Result<Claim, DedupError> {
         // The guard exists before the store is asked: if this future is dropped while the
         // store is answering, the guard's drop releases whatever the claim did, by its token.
         let token = ClaimToken::unique()?;
+        let store = match &self.memory {
+            Some(memory) => StoreRef::Memory(Arc::clone(memory)),
+            None => StoreRef::Other(Arc::clone(&self.store)),
+        };
         let mut guard = ClaimGuard {
-            store: Some(Arc::clone(&self.store)),
+            store: Some(store),
             key,
             token: Some(token),
             lease: self.lease,
             ttl: self.ttl,
         };
-        match self.store.claim(&guard.key, token, self.lease).await {
+        let answer = match &self.memory {
+            Some(memory) => Ok(memory.claim_now(&guard.key, token, self.lease, read)),
+            None => self.store.claim(&guard.key, token, self.lease).await,
+        };
+        match answer {
             Ok(StoreClaim::Acquired) => Ok(Claim::Fresh(guard)),
             Ok(StoreClaim::Completed) => {
                 guard.disarm();

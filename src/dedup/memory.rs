@@ -14,7 +14,7 @@ use schnellru::{ByLength, LruMap};
 use siphasher::sip128::SipHasher13;
 
 use super::{ClaimToken, DedupKey, IdempotencyStore, StoreClaim, StoreFuture, millis};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Reading};
 use crate::error::DedupError;
 
 #[derive(Debug, Clone, Copy)]
@@ -110,13 +110,13 @@ impl MemoryStore {
         Self {
             shards,
             digester: SipHasher13::new_with_keys(random.hash_one(0_u8), random.hash_one(1_u8)),
-            clock: Arc::new(SystemClock),
+            clock: crate::clock::system(),
             capacity,
             evictions: AtomicU64::new(0),
         }
     }
 
-    /// Reads time from `clock` instead of the system clock. Defaults to [`SystemClock`].
+    /// Reads time from `clock` instead of the system clock. Defaults to [`SystemClock`](crate::clock::SystemClock).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -150,17 +150,26 @@ impl MemoryStore {
         (digest, &self.shards[index])
     }
 
-    fn now_ms(&self) -> u64 {
-        let since_epoch = self
-            .clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+    /// The time in milliseconds: `read`, when it was read from this store's clock, or else a
+    /// new reading of it.
+    fn now_ms(&self, read: Option<Reading<'_>>) -> u64 {
+        let now = read
+            .and_then(|read| read.on(&self.clock))
+            .unwrap_or_else(|| self.clock.now());
+        let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn claim_now(&self, key: &DedupKey, token: ClaimToken, lease: Duration) -> StoreClaim {
-        let now = self.now_ms();
+    /// Claims `key` at once, at `read` when it is a time of this store's clock: the
+    /// deduplicator calls this directly, without the trait's boxed future.
+    pub(crate) fn claim_now(
+        &self,
+        key: &DedupKey,
+        token: ClaimToken,
+        lease: Duration,
+        read: Option<Reading<'_>>,
+    ) -> StoreClaim {
+        let now = self.now_ms(read);
         let (digest, shard) = self.locate(key);
         let mut shard = lock(shard);
         let claimed = Entry::InFlight {
@@ -192,13 +201,15 @@ impl MemoryStore {
         }
     }
 
-    fn commit_now(
+    /// Commits `key` at once, at `read` when it is a time of this store's clock.
+    pub(crate) fn commit_now(
         &self,
         key: &DedupKey,
         token: ClaimToken,
         ttl: Duration,
+        read: Option<Reading<'_>>,
     ) -> Result<(), DedupError> {
-        let now = self.now_ms();
+        let now = self.now_ms(read);
         let (digest, shard) = self.locate(key);
         let mut shard = lock(shard);
         let done = Entry::Done {
@@ -227,7 +238,7 @@ impl MemoryStore {
         token: ClaimToken,
         lease: Duration,
     ) -> Result<(), DedupError> {
-        let now = self.now_ms();
+        let now = self.now_ms(None);
         let (digest, shard) = self.locate(key);
         let mut shard = lock(shard);
         match shard.get(&digest) {
@@ -285,7 +296,7 @@ impl IdempotencyStore for MemoryStore {
         token: ClaimToken,
         lease: Duration,
     ) -> StoreFuture<'a, StoreClaim> {
-        match self.claim_now(key, token, lease) {
+        match self.claim_now(key, token, lease, None) {
             StoreClaim::Acquired => answered(|| Ok(StoreClaim::Acquired)),
             StoreClaim::Completed => answered(|| Ok(StoreClaim::Completed)),
             StoreClaim::InFlight => answered(|| Ok(StoreClaim::InFlight)),
@@ -310,7 +321,7 @@ impl IdempotencyStore for MemoryStore {
         token: ClaimToken,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        match self.commit_now(key, token, ttl) {
+        match self.commit_now(key, token, ttl, None) {
             Ok(()) => answered(|| Ok(())),
             Err(error) => Box::pin(std::future::ready(Err(error))),
         }

@@ -24,7 +24,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::error::{ConfigError, InboxError};
 
 #[cfg(feature = "postgres")]
@@ -185,7 +185,7 @@ impl InboxBuilder {
         self
     }
 
-    /// The clock for leases, backoff and purges. Defaults to [`SystemClock`]; the receiver
+    /// The clock for leases, backoff and purges. Defaults to [`SystemClock`](crate::clock::SystemClock); the receiver
     /// uses its own clock for the replay window.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -243,7 +243,7 @@ impl Inbox {
     pub fn builder_from_arc(store: Arc<dyn InboxStore>) -> InboxBuilder {
         InboxBuilder {
             store,
-            clock: Arc::new(SystemClock),
+            clock: crate::clock::system(),
             config: InboxConfig {
                 workers: 16,
                 lease: Duration::from_secs(30),
@@ -279,6 +279,11 @@ impl Inbox {
 
     pub(crate) fn now(&self) -> SystemTime {
         self.inner.clock.now()
+    }
+
+    /// `read`, when it is a time of the inbox's clock, or else the time now.
+    pub(crate) fn now_from(&self, read: crate::clock::Reading<'_>) -> SystemTime {
+        read.on(&self.inner.clock).unwrap_or_else(|| self.now())
     }
 
     async fn run<T, Fut>(

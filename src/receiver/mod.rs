@@ -10,7 +10,7 @@
 //! You only touch this module to configure it:
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, SystemTime};
 //! use aisoule_webhooks::{BodyLimit, Deduplicator, Receiver, Verifier, WebhookSecret};
 //!
 //! let verifier = Verifier::new(WebhookSecret::new("whsec_…")?);
@@ -27,12 +27,12 @@ use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tracing::field::Empty;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Reading};
 use crate::dedup::{Claim, Deduplicator};
 use crate::error::ConfigError;
 use crate::event::{Event, EventTime};
@@ -348,13 +348,18 @@ impl ReceiverBuilder {
         self
     }
 
-    /// The clock the replay window reads, and the default in-memory deduplicator's leases and
-    /// TTLs. Defaults to [`SystemClock`].
+    /// The clock the replay window reads, the default in-memory deduplicator's leases and
+    /// TTLs, and the handlers' durations in the metrics. Defaults to
+    /// [`SystemClock`](crate::clock::SystemClock).
     ///
     /// For tests, [`TokioClock`](crate::clock::TokioClock) makes tokio's paused time drive
-    /// both, together with lease renewal and every timer: one clock for the whole receiver. A
-    /// [`deduplicator`](Self::deduplicator) you pass keeps its store's own clock
+    /// them all, together with lease renewal and every timer: one clock for the whole
+    /// receiver. A [`deduplicator`](Self::deduplicator) you pass keeps its store's own clock
     /// ([`MemoryStore::with_clock`](crate::MemoryStore::with_clock)).
+    ///
+    /// The receiver reads it twice per delivery, when the delivery arrives and when its handler
+    /// ends, and a memory store keeping the same clock (the default one, or one given this
+    /// clock) takes its time from those readings instead of reading again.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -525,7 +530,7 @@ impl Receiver {
             secrets,
             deduplicator: None,
             replay_tolerance: Self::DEFAULT_REPLAY_TOLERANCE,
-            clock: Arc::new(SystemClock),
+            clock: crate::clock::system(),
             body_limit: BodyLimit::DEFAULT,
             slow_handler_warning: None,
             refuse_unreadable_timestamps: false,
@@ -773,6 +778,9 @@ impl Receiver {
             event.kind().as_str(),
             event.message_id(),
         );
+        // The delivery's one reading of the clock until its handler ends: the replay window,
+        // the memory store's claim (when it keeps this clock) and the handler's duration.
+        let arrived = Reading::now(&self.inner.clock);
         if let Some(inbox) = &self.inner.inbox {
             // Boxed: the write's future is large, and inline mode's requests should not carry
             // its size (a future over 1 KiB costs glibc's allocator a consolidation per call).
@@ -782,12 +790,18 @@ impl Receiver {
                 event,
                 signatures,
                 verified.shared_label(),
+                arrived,
             ))
             .await;
         }
-        self.check_freshness(&event)?;
+        self.check_freshness(&event, arrived.at())?;
         let key = self.inner.deduplicator.key_for_account(&event, account);
-        let claim = match self.inner.deduplicator.claim_key(key).await? {
+        let claim = match self
+            .inner
+            .deduplicator
+            .claim_key_at(key, Some(arrived))
+            .await?
+        {
             Claim::Fresh(claim) => claim,
             Claim::Duplicate => return Ok(Admission::Duplicate),
             Claim::InFlight => return Err(Rejection::InFlight),
@@ -801,6 +815,8 @@ impl Receiver {
             event,
             claim,
             self.inner.slow_handler_warning,
+            Arc::clone(&self.inner.clock),
+            arrived.at(),
         )))
     }
 
@@ -813,8 +829,9 @@ impl Receiver {
         event: Event,
         signatures: Signatures<'_>,
         secret_label: Arc<str>,
+        arrived: Reading<'_>,
     ) -> Result<Admission, Rejection> {
-        let quarantine = match self.check_freshness(&event) {
+        let quarantine = match self.check_freshness(&event, arrived.at()) {
             Ok(()) => match event.time() {
                 // Inline mode accepts these unchecked; the inbox can hold them for a person.
                 EventTime::Unreadable { reason, .. } => Some(format!(
@@ -841,7 +858,7 @@ impl Receiver {
                 .map(|(name, value)| (name.to_owned(), String::from_utf8_lossy(value).into_owned()))
                 .collect(),
             secret_label: secret_label.as_ref().to_owned(),
-            received_at: inbox.now(),
+            received_at: inbox.now_from(arrived),
             conversation: event
                 .customer()
                 .map(|number| number.e164().unwrap_or(number.as_sent()).to_owned()),
@@ -910,7 +927,7 @@ impl Receiver {
         }
     }
 
-    fn check_freshness(&self, event: &Event) -> Result<(), Rejection> {
+    fn check_freshness(&self, event: &Event, now: SystemTime) -> Result<(), Rejection> {
         let at = match event.time() {
             EventTime::At { at } => *at,
             EventTime::Unreadable { reason, .. } if self.inner.refuse_unreadable_timestamps => {
@@ -919,7 +936,6 @@ impl Receiver {
             // Logged at warn by the parser, naming the form.
             _ => return Ok(()),
         };
-        let now = self.inner.clock.now();
         let at = at.to_system_time();
         let (skew, direction) = match now.duration_since(at) {
             Ok(behind) => (behind, crate::error::Skew::Behind),

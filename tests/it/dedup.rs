@@ -709,3 +709,122 @@ async fn a_receiver_is_ready_only_while_its_store_answers() {
         "ready again once the server is back: {ready:?}"
     );
 }
+
+/// A clock standing at `at` that counts how often it is read.
+#[derive(Debug)]
+struct CountingClock {
+    at: ManualClock,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingClock {
+    fn new(at: SystemTime) -> Arc<Self> {
+        Arc::new(Self {
+            at: ManualClock::new(at),
+            reads: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl aisoule_webhooks::clock::Clock for CountingClock {
+    fn now(&self) -> SystemTime {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.at.now()
+    }
+}
+
+/// Admits one fresh delivery stamped `at` on `receiver` and runs a handler answering 200.
+async fn deliver_once(receiver: &aisoule_webhooks::Receiver, id: &str, at: SystemTime) -> bool {
+    use aisoule_webhooks::event::{Dialect, EventKind};
+    let delivery = aisoule_webhooks::test_util::Delivery::sample(
+        EventKind::MessageIncoming,
+        Dialect::Developer,
+    )
+    .message_id(id)
+    .timestamp_at(at)
+    .build();
+    match receiver
+        .admit(
+            [delivery.signature_value().as_bytes()],
+            bytes::Bytes::copy_from_slice(delivery.body()),
+        )
+        .await
+    {
+        Ok(aisoule_webhooks::Admission::Fresh(admitted)) => {
+            let ok = http::StatusCode::OK;
+            admitted.run(async { ok }, |status| Some(*status)).await;
+            true
+        }
+        Ok(_) => false,
+        Err(rejection) => panic!("{id} was refused: {rejection}"),
+    }
+}
+
+/// A receiver on `clock`, with a memory store on `store_clock`, or its default store (which
+/// keeps the receiver's clock) for `None`.
+fn receiver_on(
+    clock: Arc<dyn aisoule_webhooks::clock::Clock>,
+    store_clock: Option<Arc<dyn aisoule_webhooks::clock::Clock>>,
+) -> aisoule_webhooks::Receiver {
+    let builder = aisoule_webhooks::Receiver::builder(aisoule_webhooks::test_util::test_verifier())
+        .clock(clock);
+    match store_clock {
+        Some(store_clock) => builder.deduplicator(Deduplicator::new(
+            MemoryStore::new().with_clock(store_clock),
+        )),
+        None => builder,
+    }
+    .build()
+    .unwrap()
+}
+
+/// A handled delivery reads the receiver's clock twice, when it arrives and when its handler
+/// ends, and a memory store keeping that clock (the receiver's default one, or one given the
+/// same clock) takes its time from those readings: it reads nothing of its own.
+#[tokio::test]
+async fn a_delivery_reads_the_clock_twice_and_a_store_on_the_same_clock_reads_it_no_more() {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_369_298);
+    let clock = CountingClock::new(at);
+    let receiver = receiver_on(clock.clone(), None);
+    assert!(deliver_once(&receiver, "reads-1", at).await);
+    assert_eq!(clock.reads(), 2, "the receiver's default memory store");
+
+    let clock = CountingClock::new(at);
+    let receiver = receiver_on(clock.clone(), Some(clock.clone()));
+    assert!(deliver_once(&receiver, "reads-2", at).await);
+    assert_eq!(
+        clock.reads(),
+        2,
+        "a memory store given the receiver's clock"
+    );
+
+    // A store on a clock of its own reads it, at the claim and at the commit.
+    let (clock, store_clock) = (CountingClock::new(at), CountingClock::new(at));
+    let receiver = receiver_on(clock.clone(), Some(store_clock.clone()));
+    assert!(deliver_once(&receiver, "reads-3", at).await);
+    assert_eq!((clock.reads(), store_clock.reads()), (2, 2));
+}
+
+/// Under a receiver, a memory store with a clock of its own keeps time by that clock, never
+/// by the receiver's readings: moved past the TTL, it handles a redelivery again, though the
+/// receiver's clock has not moved.
+#[tokio::test]
+async fn a_memory_store_on_its_own_clock_keeps_time_by_it_under_a_receiver() {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_369_298);
+    let store_clock = Arc::new(ManualClock::new(at));
+    let receiver = receiver_on(Arc::new(ManualClock::new(at)), Some(store_clock.clone()));
+    assert!(deliver_once(&receiver, "own-clock", at).await);
+    assert!(
+        !deliver_once(&receiver, "own-clock", at).await,
+        "a duplicate"
+    );
+    store_clock.advance(Deduplicator::DEFAULT_TTL + Duration::from_secs(1));
+    assert!(
+        deliver_once(&receiver, "own-clock", at).await,
+        "past the store's TTL by its own clock"
+    );
+}

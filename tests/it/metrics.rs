@@ -211,3 +211,52 @@ async fn every_settlement_path_counts_the_delivery_once() {
         0
     );
 }
+
+/// The handler's duration is measured by the receiver's clock, from the delivery's admission
+/// to the handler's answer: a handler during which a test's clock moves 3 s records 3 s.
+#[tokio::test]
+async fn the_handler_duration_is_read_from_the_receivers_clock() {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use aisoule_webhooks::clock::ManualClock;
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_369_298);
+    let clock = Arc::new(ManualClock::new(at));
+    let receiver = Receiver::builder(test_verifier())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let delivery = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
+        .message_id("duration")
+        .timestamp_at(at)
+        .build();
+    let Ok(Admission::Fresh(admitted)) = receiver
+        .admit(
+            [delivery.signature_value().as_bytes()],
+            Bytes::copy_from_slice(delivery.body()),
+        )
+        .await
+    else {
+        panic!("a fresh delivery");
+    };
+    let handler = async {
+        clock.advance(Duration::from_secs(3));
+        http::StatusCode::OK
+    };
+    admitted.run(handler, |status| Some(*status)).await;
+
+    let recorded = snapshot(&snapshotter);
+    let samples: Vec<f64> = recorded
+        .iter()
+        .filter(|(key, ..)| key.key().name() == "aisoule_webhook_handler_duration_seconds")
+        .flat_map(|(.., value)| match value {
+            DebugValue::Histogram(samples) => samples.iter().map(|s| s.into_inner()).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(samples, [3.0]);
+}
