@@ -125,9 +125,9 @@ pub(crate) fn same_clock(a: &Arc<dyn Clock>, b: &Arc<dyn Clock>) -> bool {
 }
 
 /// A time read from a clock, kept with the clock it came from, so that a part keeping time by
-/// the same clock uses it instead of reading its own: the receive path reads the clock once
-/// when a delivery arrives and once when its handler ends, each read serving every part that
-/// needs the time then.
+/// the same clock uses it instead of reading its own: the receiver reads its clock once when a
+/// delivery arrives, for the replay window, the memory store's claim and the inbox's
+/// `received_at`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Reading<'a> {
     clock: &'a Arc<dyn Clock>,
@@ -151,5 +151,27 @@ impl<'a> Reading<'a> {
     /// The time read, if `clock` is the clock it was read from.
     pub(crate) fn on(self, clock: &Arc<dyn Clock>) -> Option<SystemTime> {
         same_clock(self.clock, clock).then_some(self.at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every default clock is the one shared `SystemClock`, so that defaults share readings.
+    #[test]
+    fn the_default_clocks_are_one_clock() {
+        assert!(same_clock(&system(), &system()));
+        assert!(!same_clock(
+            &system(),
+            &(Arc::new(SystemClock) as Arc<dyn Clock>)
+        ));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_369_298);
+        let reading = Reading {
+            clock: &system(),
+            at: now,
+        };
+        assert_eq!(reading.on(&system()), Some(now));
+        assert_eq!(reading.on(&(Arc::new(SystemClock) as Arc<dyn Clock>)), None);
     }
 }

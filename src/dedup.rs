@@ -374,19 +374,9 @@ impl ClaimGuard {
     /// Commits (`handled`) or releases the claim, and leaves the guard disarmed with its key,
     /// so that a caller can name the key in a log line without a copy of it.
     pub(crate) async fn settle(&mut self, handled: bool) -> Result<(), DedupError> {
-        self.settle_at(handled, None).await
-    }
-
-    /// [`settle`](Self::settle) at `read`, a time the caller read: the memory store commits
-    /// at it when it keeps the same clock, instead of reading its own.
-    pub(crate) async fn settle_at(
-        &mut self,
-        handled: bool,
-        read: Option<Reading<'_>>,
-    ) -> Result<(), DedupError> {
         match (self.store.take(), self.token.take()) {
             (Some(StoreRef::Memory(memory)), Some(token)) if handled => {
-                memory.commit_now(&self.key, token, self.ttl, read)
+                memory.commit_now(&self.key, token, self.ttl)
             }
             (Some(store), Some(token)) if handled => {
                 store.as_dyn().commit(&self.key, token, self.ttl).await
@@ -414,9 +404,8 @@ impl Drop for ClaimGuard {
 }
 
 /// The store a claim was taken on: the [`MemoryStore`] by its own type, so that the receive
-/// path calls it directly (synchronously, with no boxed future, at a time already read), and
-/// any other store through the trait.
-#[derive(Clone)]
+/// path claims and commits on it directly (synchronously, with no boxed future, and claiming
+/// at the time the receiver read), and any other store through the trait.
 enum StoreRef {
     Memory(Arc<MemoryStore>),
     Other(Arc<dyn IdempotencyStore>),
@@ -477,7 +466,8 @@ impl Deduplicator {
 
     /// A deduplicator on `store`, with the default lease and TTL.
     pub fn new<S: IdempotencyStore>(store: S) -> Self {
-        // A memory store is kept by its own type as well, for the synchronous path.
+        // A memory store is kept by its own type as well, for the synchronous path. Wrapped
+        // in an `Option` so that the downcast can move it out, where `Any` only lends it.
         let mut store = Some(store);
         if let Some(memory) = (&mut store as &mut dyn Any).downcast_mut::<Option<MemoryStore>>() {
             let memory = Arc::new(memory.take().expect("filled above"));
@@ -490,6 +480,10 @@ impl Deduplicator {
     }
 
     /// A deduplicator on a shared store.
+    ///
+    /// Every store is called through the trait here, a [`MemoryStore`] too: pass one by
+    /// value to [`new`](Self::new) for its synchronous path, which also claims at the time
+    /// the receiver read instead of reading the store's clock again.
     pub fn from_arc(store: Arc<dyn IdempotencyStore>) -> Self {
         Self {
             store,
@@ -630,12 +624,12 @@ impl Deduplicator {
         self.claim_key_at(key, None).await
     }
 
-    /// [`claim_key`](Self::claim_key) at `read`, a time the caller read: the memory store
+    /// [`claim_key`](Self::claim_key) at `reading`, a time the caller read: the memory store
     /// claims at it when it keeps the same clock, instead of reading its own.
     pub(crate) async fn claim_key_at(
         &self,
         key: DedupKey,
-        read: Option<Reading<'_>>,
+        reading: Option<Reading<'_>>,
     ) -> Result<Claim, DedupError> {
         // The guard exists before the store is asked: if this future is dropped while the
         // store is answering, the guard's drop releases whatever the claim did, by its token.
@@ -652,7 +646,7 @@ impl Deduplicator {
             ttl: self.ttl,
         };
         let answer = match &self.memory {
-            Some(memory) => Ok(memory.claim_now(&guard.key, token, self.lease, read)),
+            Some(memory) => Ok(memory.claim_now(&guard.key, token, self.lease, reading)),
             None => self.store.claim(&guard.key, token, self.lease).await,
         };
         match answer {

@@ -116,7 +116,8 @@ impl MemoryStore {
         }
     }
 
-    /// Reads time from `clock` instead of the system clock. Defaults to [`SystemClock`](crate::clock::SystemClock).
+    /// Reads time from `clock` instead of the system clock. Defaults to
+    /// [`SystemClock`](crate::clock::SystemClock).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -150,26 +151,26 @@ impl MemoryStore {
         (digest, &self.shards[index])
     }
 
-    /// The time in milliseconds: `read`, when it was read from this store's clock, or else a
-    /// new reading of it.
-    fn now_ms(&self, read: Option<Reading<'_>>) -> u64 {
-        let now = read
-            .and_then(|read| read.on(&self.clock))
+    /// The time in milliseconds: `reading`, when it was read from this store's clock, or else
+    /// a new reading of it.
+    fn now_ms(&self, reading: Option<Reading<'_>>) -> u64 {
+        let now = reading
+            .and_then(|reading| reading.on(&self.clock))
             .unwrap_or_else(|| self.clock.now());
         let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Claims `key` at once, at `read` when it is a time of this store's clock: the
+    /// Claims `key` at once, at `reading` when it is a time of this store's clock: the
     /// deduplicator calls this directly, without the trait's boxed future.
     pub(crate) fn claim_now(
         &self,
         key: &DedupKey,
         token: ClaimToken,
         lease: Duration,
-        read: Option<Reading<'_>>,
+        reading: Option<Reading<'_>>,
     ) -> StoreClaim {
-        let now = self.now_ms(read);
+        let now = self.now_ms(reading);
         let (digest, shard) = self.locate(key);
         let mut shard = lock(shard);
         let claimed = Entry::InFlight {
@@ -201,15 +202,15 @@ impl MemoryStore {
         }
     }
 
-    /// Commits `key` at once, at `read` when it is a time of this store's clock.
+    /// Commits `key` at once: the deduplicator's guard calls this directly, without the
+    /// trait's boxed future.
     pub(crate) fn commit_now(
         &self,
         key: &DedupKey,
         token: ClaimToken,
         ttl: Duration,
-        read: Option<Reading<'_>>,
     ) -> Result<(), DedupError> {
-        let now = self.now_ms(read);
+        let now = self.now_ms(None);
         let (digest, shard) = self.locate(key);
         let mut shard = lock(shard);
         let done = Entry::Done {
@@ -321,7 +322,7 @@ impl IdempotencyStore for MemoryStore {
         token: ClaimToken,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        match self.commit_now(key, token, ttl, None) {
+        match self.commit_now(key, token, ttl) {
             Ok(()) => answered(|| Ok(())),
             Err(error) => Box::pin(std::future::ready(Err(error))),
         }

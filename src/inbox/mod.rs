@@ -185,8 +185,10 @@ impl InboxBuilder {
         self
     }
 
-    /// The clock for leases, backoff and purges. Defaults to [`SystemClock`](crate::clock::SystemClock); the receiver
-    /// uses its own clock for the replay window.
+    /// The clock for leases, backoff and purges. Defaults to
+    /// [`SystemClock`](crate::clock::SystemClock). The receiver uses its own clock for the
+    /// replay window, and the time it read on a delivery's arrival as its `received_at` when
+    /// the two are the same clock (as their defaults are).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -281,9 +283,9 @@ impl Inbox {
         self.inner.clock.now()
     }
 
-    /// `read`, when it is a time of the inbox's clock, or else the time now.
-    pub(crate) fn now_from(&self, read: crate::clock::Reading<'_>) -> SystemTime {
-        read.on(&self.inner.clock).unwrap_or_else(|| self.now())
+    /// `reading`, when it is a time of the inbox's clock, or else the time now.
+    pub(crate) fn now_from(&self, reading: crate::clock::Reading<'_>) -> SystemTime {
+        reading.on(&self.inner.clock).unwrap_or_else(|| self.now())
     }
 
     async fn run<T, Fut>(

@@ -6,14 +6,12 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::VerifiedEvent;
-use crate::clock::{Clock, Reading};
 use crate::dedup::ClaimGuard;
 use crate::error::DedupError;
 
@@ -29,10 +27,6 @@ use crate::error::DedupError;
 pub struct Admitted {
     settlement: Settlement,
     slow_handler_warning: Duration,
-    /// The receiver's clock, read once more when the handler ends.
-    clock: Arc<dyn Clock>,
-    /// When the delivery arrived, by `clock`.
-    arrived: SystemTime,
 }
 
 impl Admitted {
@@ -40,8 +34,6 @@ impl Admitted {
         event: VerifiedEvent,
         claim: ClaimGuard,
         slow_handler_warning: Duration,
-        clock: Arc<dyn Clock>,
-        arrived: SystemTime,
     ) -> Self {
         Self {
             settlement: Settlement {
@@ -49,8 +41,6 @@ impl Admitted {
                 event,
             },
             slow_handler_warning,
-            clock,
-            arrived,
         }
     }
 
@@ -128,6 +118,7 @@ impl Admitted {
         status_of: impl FnOnce(&F::Output) -> Option<http::StatusCode>,
     ) -> impl Future<Output = Result<(F::Output, &'static str), HandlerPanicked>> {
         async move {
+            let started = std::time::Instant::now();
             // Unwind safety: after a panic the handler is dropped, never polled again.
             let mut caught = pin!(std::future::poll_fn(move |cx| {
                 match catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
@@ -160,12 +151,7 @@ impl Admitted {
             };
             let outcome = outcome_of(handled);
             tracing::Span::current().record("outcome", outcome);
-            // The clock's second and last reading for this delivery: the handler's duration
-            // (by the receiver's clock, so a test's clock drives it too; a wall clock stepped
-            // back meanwhile counts as zero) and the memory store's commit.
-            let ended = Reading::now(&self.clock);
-            let ran = ended.at().duration_since(self.arrived).unwrap_or_default();
-            super::telemetry::handler_ran(handled, ran);
+            super::telemetry::handler_ran(handled, started.elapsed());
             if let Some(status) = status.filter(|s| s.is_success() && *s != http::StatusCode::OK) {
                 tracing::debug!(
                     %status,
@@ -176,7 +162,7 @@ impl Admitted {
             }
             // One settlement for every ending: each await point would take its own room in
             // the future.
-            self.settlement.settle_in_place(handled, Some(ended)).await;
+            self.settlement.settle_in_place(handled).await;
             // The delivery's one INFO line: the span's fields are there only when its level
             // is on.
             let event = &self.settlement.event;
@@ -306,17 +292,17 @@ impl Settlement {
 
     /// The one way a claim is settled, by the crate and by your handlers alike.
     pub(crate) async fn settle(mut self, handled: bool) {
-        self.settle_in_place(handled, None).await;
+        self.settle_in_place(handled).await;
     }
 
     /// Settles the claim and counts the delivery's outcome, keeping the event for the caller's
     /// log line; dropping `self` afterwards does nothing more.
-    async fn settle_in_place(&mut self, handled: bool, read: Option<Reading<'_>>) {
+    async fn settle_in_place(&mut self, handled: bool) {
         let Some(mut claim) = self.claim.take() else {
             return;
         };
         super::telemetry::delivery_for(outcome_of(handled), self.event.account());
-        if let Err(error) = claim.settle_at(handled, read).await {
+        if let Err(error) = claim.settle(handled).await {
             log_settle_error(
                 &error,
                 claim.key(),

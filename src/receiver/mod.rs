@@ -348,18 +348,17 @@ impl ReceiverBuilder {
         self
     }
 
-    /// The clock the replay window reads, the default in-memory deduplicator's leases and
-    /// TTLs, and the handlers' durations in the metrics. Defaults to
-    /// [`SystemClock`](crate::clock::SystemClock).
+    /// The clock the replay window reads, and the default in-memory deduplicator's leases and
+    /// TTLs. Defaults to [`SystemClock`](crate::clock::SystemClock).
     ///
     /// For tests, [`TokioClock`](crate::clock::TokioClock) makes tokio's paused time drive
-    /// them all, together with lease renewal and every timer: one clock for the whole
-    /// receiver. A [`deduplicator`](Self::deduplicator) you pass keeps its store's own clock
+    /// both, together with lease renewal and every timer: one clock for the whole receiver. A [`deduplicator`](Self::deduplicator) you pass keeps its store's own clock
     /// ([`MemoryStore::with_clock`](crate::MemoryStore::with_clock)).
     ///
-    /// The receiver reads it twice per delivery, when the delivery arrives and when its handler
-    /// ends, and a memory store keeping the same clock (the default one, or one given this
-    /// clock) takes its time from those readings instead of reading again.
+    /// The receiver reads it once per delivery, on arrival, and that reading serves the
+    /// replay window, the inbox's `received_at` and the claim of a memory store keeping the
+    /// same clock: the default one, or one given this clock and passed through
+    /// [`Deduplicator::new`](crate::Deduplicator::new).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -778,8 +777,8 @@ impl Receiver {
             event.kind().as_str(),
             event.message_id(),
         );
-        // The delivery's one reading of the clock until its handler ends: the replay window,
-        // the memory store's claim (when it keeps this clock) and the handler's duration.
+        // The delivery's one reading of the receiver's clock: the replay window, the memory
+        // store's claim when it keeps this clock, and the inbox's `received_at`.
         let arrived = Reading::now(&self.inner.clock);
         if let Some(inbox) = &self.inner.inbox {
             // Boxed: the write's future is large, and inline mode's requests should not carry
@@ -815,8 +814,6 @@ impl Receiver {
             event,
             claim,
             self.inner.slow_handler_warning,
-            Arc::clone(&self.inner.clock),
-            arrived.at(),
         )))
     }
 

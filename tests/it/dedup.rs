@@ -782,16 +782,20 @@ fn receiver_on(
     .unwrap()
 }
 
-/// A handled delivery reads the receiver's clock twice, when it arrives and when its handler
-/// ends, and a memory store keeping that clock (the receiver's default one, or one given the
-/// same clock) takes its time from those readings: it reads nothing of its own.
+/// A handled delivery reads the receiver's clock once, when it arrives, and a memory store
+/// keeping that clock (the receiver's default one, or one given the same clock) claims at that
+/// reading: it reads the clock again only to commit.
 #[tokio::test]
-async fn a_delivery_reads_the_clock_twice_and_a_store_on_the_same_clock_reads_it_no_more() {
+async fn a_delivery_reads_the_clock_once_and_a_store_on_the_same_clock_claims_at_that_reading() {
     let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_369_298);
     let clock = CountingClock::new(at);
     let receiver = receiver_on(clock.clone(), None);
     assert!(deliver_once(&receiver, "reads-1", at).await);
-    assert_eq!(clock.reads(), 2, "the receiver's default memory store");
+    assert_eq!(
+        clock.reads(),
+        2,
+        "the receiver's default memory store: arrival, commit"
+    );
 
     let clock = CountingClock::new(at);
     let receiver = receiver_on(clock.clone(), Some(clock.clone()));
@@ -806,7 +810,7 @@ async fn a_delivery_reads_the_clock_twice_and_a_store_on_the_same_clock_reads_it
     let (clock, store_clock) = (CountingClock::new(at), CountingClock::new(at));
     let receiver = receiver_on(clock.clone(), Some(store_clock.clone()));
     assert!(deliver_once(&receiver, "reads-3", at).await);
-    assert_eq!((clock.reads(), store_clock.reads()), (2, 2));
+    assert_eq!((clock.reads(), store_clock.reads()), (1, 2));
 }
 
 /// Under a receiver, a memory store with a clock of its own keeps time by that clock, never
@@ -827,4 +831,42 @@ async fn a_memory_store_on_its_own_clock_keeps_time_by_it_under_a_receiver() {
         deliver_once(&receiver, "own-clock", at).await,
         "past the store's TTL by its own clock"
     );
+}
+
+/// A memory store passed by value, which the deduplicator then calls directly rather than
+/// through the trait, keeps the protocol: a release frees the key, a commit completes it, and
+/// a stale owner whose key was retaken cannot commit.
+#[tokio::test]
+async fn a_memory_store_passed_by_value_keeps_the_protocol() {
+    let clock = Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000),
+    ));
+    let dedup = Deduplicator::new(MemoryStore::new().with_clock(clock.clone()));
+    let key = || DedupKey::from_string("by-value");
+
+    let first = fresh(dedup.claim_key(key()).await.unwrap());
+    assert!(matches!(dedup.claim_key(key()).await, Ok(Claim::InFlight)));
+    first.release().await.unwrap();
+    let second = fresh(dedup.claim_key(key()).await.unwrap());
+    second.commit().await.unwrap();
+    assert!(matches!(dedup.claim_key(key()).await, Ok(Claim::Duplicate)));
+
+    let stale = fresh(
+        dedup
+            .claim_key(DedupKey::from_string("retaken"))
+            .await
+            .unwrap(),
+    );
+    clock.advance(Deduplicator::DEFAULT_LEASE + Duration::from_secs(1));
+    let owner = fresh(
+        dedup
+            .claim_key(DedupKey::from_string("retaken"))
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(
+        stale.commit().await,
+        Err(DedupError::LeaseLost { .. })
+    ));
+    owner.commit().await.unwrap();
 }

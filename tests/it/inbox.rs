@@ -775,3 +775,42 @@ fn a_job_claimed_again_before_its_previous_runs_task_ended_is_given_back_at_shut
         );
     });
 }
+
+/// A delivery's `received_at` is the inbox's time: the receiver's reading on arrival serves it
+/// only when the two keep the same clock. Here the inbox's clock is an hour ahead of the
+/// receiver's, and the stored delivery says the inbox's time.
+#[tokio::test]
+async fn received_at_is_read_from_the_inbox_clock_not_the_receivers() {
+    use aisoule_webhooks::Admission;
+    use aisoule_webhooks::clock::ManualClock;
+
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_369_298);
+    let inbox_time = at + Duration::from_secs(3600);
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("inbox.db")).expect("a new SQLite inbox");
+    let inbox = Inbox::builder(store)
+        .clock(Arc::new(ManualClock::new(inbox_time)))
+        .build()
+        .expect("valid inbox settings");
+    let receiver = Receiver::builder(test_verifier())
+        .inbox(inbox.clone())
+        .clock(Arc::new(ManualClock::new(at)))
+        .build()
+        .expect("valid receiver");
+    let delivery = Delivery::sample(EventKind::MessageIncoming, Dialect::Developer)
+        .message_id("received-at")
+        .timestamp_at(at)
+        .build();
+    let admission = receiver
+        .admit(
+            [delivery.signature_value().as_bytes()],
+            bytes::Bytes::copy_from_slice(delivery.body()),
+        )
+        .await
+        .expect("admitted");
+    let Admission::Stored(id) = admission else {
+        panic!("stored, not {admission:?}");
+    };
+    let record = inbox.get(id).await.unwrap().expect("the stored delivery");
+    assert_eq!(record.received_at, inbox_time);
+}
