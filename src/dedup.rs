@@ -375,12 +375,10 @@ impl ClaimGuard {
     /// so that a caller can name the key in a log line without a copy of it.
     pub(crate) async fn settle(&mut self, handled: bool) -> Result<(), DedupError> {
         match (self.store.take(), self.token.take()) {
-            (Some(StoreRef::Memory(memory)), Some(token)) if handled => {
-                memory.commit_now(&self.key, token, self.ttl)
-            }
-            (Some(store), Some(token)) if handled => {
-                store.as_dyn().commit(&self.key, token, self.ttl).await
-            }
+            (Some(store), Some(token)) if handled => match store {
+                StoreRef::Memory(memory) => memory.commit_now(&self.key, token, self.ttl),
+                StoreRef::Other(store) => store.commit(&self.key, token, self.ttl).await,
+            },
             (Some(store), Some(token)) => store.as_dyn().release(&self.key, token).await,
             _ => Ok(()),
         }
